@@ -1,0 +1,1 @@
+"""Event stores: the `EventStore` protocol, an in-memory store and the segment log."""

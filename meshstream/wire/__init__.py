@@ -1,0 +1,1 @@
+"""Messages, their CBOR codec, framing and frame authentication."""

@@ -1,0 +1,212 @@
+"""Declarative message records and their validated CBOR codec.
+
+A message kind is a frozen, slotted dataclass decorated with `@message(kind)`. Kinds are
+append-only integers: a number is never reused for another meaning. A message encodes as
+the CBOR array `[kind, field1, field2, ...]` in field order; decoding checks every field
+against its annotation and raises RemoteProtocolError for anything else, so protocol code
+only ever sees well-typed values.
+
+Supported annotations: `int`, `float`, `bool`, `str`, `bytes`, `X | None`, `tuple[X, ...]`,
+`dict[str, X]`, `Dot`, `VersionVector`, `Event` (carried as its envelope and digest-checked)
+and nested `@record` dataclasses (encoded as arrays). Every collection is bounded by
+`COLLECTION_ITEMS_MAX`; the frame size limit bounds the rest.
+
+Kind ranges: 1-19 session and client API, 20-39 membership, 40-79 replication.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from meshstream.cbor import dumps, loads_strict
+from meshstream.clocks import Dot, VersionVector
+from meshstream.envelope import Event, decode_event
+from meshstream.errors import RemoteProtocolError
+
+COLLECTION_ITEMS_MAX = 100_000  # items in one list or map field of one message
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+Encoder = Callable[[Any], Any]
+Decoder = Callable[[Any], Any]
+
+MESSAGE_KINDS: dict[int, type] = {}
+_CODECS: dict[type, tuple[list[Encoder], list[Decoder]]] = {}
+
+
+def record(cls: type) -> type:
+    """Register a frozen dataclass as a nested record (encoded as an array)."""
+    assert dataclasses.is_dataclass(cls), cls
+    _CODECS[cls] = _compile_fields(cls)
+    return cls
+
+
+def message(kind: int) -> Callable[[type], type]:
+    """Register a frozen dataclass as message `kind` (an append-only number)."""
+
+    def register(cls: type) -> type:
+        assert 1 <= kind <= 0xFFFF and kind not in MESSAGE_KINDS, f"kind {kind} reused by {cls.__name__}"
+        record(cls)
+        cls.KIND = kind  # type: ignore[attr-defined]
+        MESSAGE_KINDS[kind] = cls
+        return cls
+
+    return register
+
+
+def encode_message(msg: Any) -> list[Any]:
+    """The CBOR-ready array form of a registered message."""
+    encoders, _ = _CODECS[type(msg)]
+    values = [msg.KIND]
+    for encoder, field in zip(encoders, dataclasses.fields(msg)):
+        values.append(encoder(getattr(msg, field.name)))
+    return values
+
+
+def decode_message(value: Any) -> Any:
+    """Rebuild a message from its array form; RemoteProtocolError if anything is off."""
+    if not isinstance(value, list) or not value or type(value[0]) is not int:
+        raise RemoteProtocolError("a message must be [kind, fields...]")
+    cls = MESSAGE_KINDS.get(value[0])
+    if cls is None:
+        raise RemoteProtocolError(f"unknown message kind {value[0]}")
+    return _decode_record(cls, value[1:])
+
+
+def message_to_bytes(msg: Any) -> bytes:
+    return dumps(encode_message(msg))
+
+
+def message_from_bytes(data: bytes) -> Any:
+    return decode_message(loads_strict(data))
+
+
+def _decode_record(cls: type, values: Any) -> Any:
+    _, decoders = _CODECS[cls]
+    if not isinstance(values, list) or len(values) != len(decoders):
+        raise RemoteProtocolError(f"{cls.__name__} needs {len(decoders)} fields")
+    try:
+        return cls(*[decode(v) for decode, v in zip(decoders, values)])
+    except RemoteProtocolError:
+        raise
+    except (ValueError, TypeError) as exc:  # a record's own __post_init__ validation
+        raise RemoteProtocolError(f"invalid {cls.__name__}: {exc}") from None
+
+
+def _compile_fields(cls: type) -> tuple[list[Encoder], list[Decoder]]:
+    hints = typing.get_type_hints(cls)
+    pairs = [_codec_for(hints[f.name], f"{cls.__name__}.{f.name}") for f in dataclasses.fields(cls)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _scalar(kind: type, where: str) -> Decoder:
+    def decode(value: Any) -> Any:
+        if type(value) is not kind:
+            if kind is float and type(value) is int:
+                return float(value)
+            raise RemoteProtocolError(f"{where} must be {kind.__name__}, got {type(value).__name__}")
+        if kind is int and not INT_MIN <= value <= INT_MAX:
+            raise RemoteProtocolError(f"{where} is out of range")
+        return value
+
+    return decode
+
+
+def _codec_for(hint: Any, where: str) -> tuple[Encoder, Decoder]:
+    origin = typing.get_origin(hint)
+    if hint in (int, float, bool, str, bytes):
+        return _identity, _scalar(hint, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if type(None) not in args:
+            return _identity, _scalar_union(args, where)
+        return _optional_codec(hint, where)
+    if origin is tuple:
+        return _tuple_codec(hint, where)
+    if origin is dict:
+        return _dict_codec(hint, where)
+    if hint is Dot:
+        return Dot.to_cbor, Dot.from_cbor
+    if hint is VersionVector:
+        return VersionVector.to_cbor, VersionVector.from_cbor
+    if hint is Event:
+        return _encode_event, _decode_event(where)
+    if hint in _CODECS:
+        return _record_codec(hint)
+    raise AssertionError(f"{where}: unsupported annotation {hint!r}")
+
+
+def _scalar_union(kinds: tuple[type, ...], where: str) -> Decoder:
+    assert all(kind in (int, str, bytes) for kind in kinds), f"{where}: unions of int, str, bytes only"
+    decoders = {kind: _scalar(kind, where) for kind in kinds}
+
+    def decode(value: Any) -> Any:
+        decoder = decoders.get(type(value))
+        if decoder is None:
+            raise RemoteProtocolError(f"{where} must be one of {[k.__name__ for k in kinds]}")
+        return decoder(value)
+
+    return decode
+
+
+def _optional_codec(hint: Any, where: str) -> tuple[Encoder, Decoder]:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    assert len(args) == 1 and len(typing.get_args(hint)) == 2, f"{where}: only X | None unions"
+    encode_inner, decode_inner = _codec_for(args[0], where)
+    return (lambda v: None if v is None else encode_inner(v)), (lambda v: None if v is None else decode_inner(v))
+
+
+def _tuple_codec(hint: Any, where: str) -> tuple[Encoder, Decoder]:
+    args = typing.get_args(hint)
+    assert len(args) == 2 and args[1] is Ellipsis, f"{where}: only tuple[X, ...]"
+    encode_inner, decode_inner = _codec_for(args[0], where)
+
+    def decode(value: Any) -> tuple:
+        if not isinstance(value, list) or len(value) > COLLECTION_ITEMS_MAX:
+            raise RemoteProtocolError(f"{where} must be a list of at most {COLLECTION_ITEMS_MAX} items")
+        return tuple(decode_inner(item) for item in value)
+
+    return (lambda v: [encode_inner(item) for item in v]), decode
+
+
+def _dict_codec(hint: Any, where: str) -> tuple[Encoder, Decoder]:
+    key_hint, value_hint = typing.get_args(hint)
+    assert key_hint is str, f"{where}: only dict[str, X]"
+    encode_inner, decode_inner = _codec_for(value_hint, where)
+
+    def decode(value: Any) -> dict:
+        if not isinstance(value, dict) or len(value) > COLLECTION_ITEMS_MAX:
+            raise RemoteProtocolError(f"{where} must be a map of at most {COLLECTION_ITEMS_MAX} entries")
+        if not all(type(k) is str for k in value):
+            raise RemoteProtocolError(f"{where} keys must be text")
+        return {k: decode_inner(v) for k, v in value.items()}
+
+    return (lambda v: {k: encode_inner(v[k]) for k in sorted(v)}), decode
+
+
+def _encode_event(event: Event) -> bytes:
+    return event.envelope
+
+
+def _decode_event(where: str) -> Decoder:
+    def decode(value: Any) -> Event:
+        if not isinstance(value, bytes):
+            raise RemoteProtocolError(f"{where} must be an event envelope")
+        return decode_event(value)
+
+    return decode
+
+
+def _record_codec(cls: type) -> tuple[Encoder, Decoder]:
+    def encode(value: Any) -> list[Any]:
+        encoders, _ = _CODECS[cls]
+        return [enc(getattr(value, f.name)) for enc, f in zip(encoders, dataclasses.fields(cls))]
+
+    return encode, (lambda value: _decode_record(cls, value))
