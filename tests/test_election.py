@@ -1,0 +1,131 @@
+"""Master election: sticky masters, next-epoch claims, one master per shard after merges."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from topology.election import claims
+from topology.events import MasterElected, MemberFailed, MemberJoined, MeshConfigured
+from topology.fold import TopologyState, fold
+from topology.placement import rank_key
+
+SHARDS = 8
+PEERS = [f"n{i}" for i in range(1, 8)]
+
+
+def mesh(peers=PEERS, shards=SHARDS, rf=3) -> TopologyState:
+    return fold([MeshConfigured(shards, rf)] + [MemberJoined(p, p, 0) for p in peers])
+
+
+def all_caught_up(shard: int) -> bool:
+    return True
+
+
+def run_elections(state: TopologyState, peers) -> list[MasterElected]:
+    """Every live peer of `peers` publishes its claims into `state` (one round)."""
+    published = []
+    for peer in sorted(peers):
+        published.extend(claims(state, peer, all_caught_up))
+    state.apply_all(published)
+    return published
+
+
+def test_first_elections_name_the_best_replica_at_epoch_one_once():
+    state = mesh()
+    published = run_elections(state, PEERS)
+    assert sorted(f.shard for f in published) == list(range(SHARDS))
+    for fact in published:
+        assert fact.epoch == 1 and fact.peer == state.replica_set(fact.shard)[0]
+    assert run_elections(state, PEERS) == [], "a live master is sticky"
+
+
+def test_a_failed_master_is_replaced_at_the_next_epoch_and_stays_replaced():
+    state = mesh()
+    run_elections(state, PEERS)
+    old, epoch = state.master(0)
+    state.apply(MemberFailed(old, 0, "n9"))
+    published = run_elections(state, PEERS)
+    new = [f for f in published if f.shard == 0]
+    assert new == [MasterElected(0, state.replica_set(0)[0], epoch + 1)]
+    # The old master returns with a higher incarnation: it sees the newer epoch, is a replica.
+    state.apply(MemberJoined(old, old, 1))
+    assert state.live_master(0) == new[0].peer != old
+    assert [f for f in claims(state, old, all_caught_up) if f.shard == 0] == []
+
+
+def test_a_replica_that_is_not_caught_up_does_not_claim_and_nobody_claims_for_it():
+    state = mesh()
+    best = state.replica_set(3)[0]
+    behind = claims(state, best, lambda shard: shard != 3)
+    assert 3 not in [f.shard for f in behind]
+    for peer in PEERS:
+        if peer != best:
+            assert 3 not in [f.shard for f in claims(state, peer, all_caught_up)]
+
+
+def test_no_claims_before_configuration_or_when_not_live():
+    assert claims(fold([MemberJoined("n1", "n1", 0)]), "n1", all_caught_up) == []
+    state = mesh()
+    state.apply(MemberFailed("n1", 0, "n2"))
+    assert claims(state, "n1", all_caught_up) == []
+
+
+def test_concurrent_claims_in_one_epoch_resolve_to_the_better_ranked():
+    a, b = MasterElected(2, "n1", 4), MasterElected(2, "n2", 4)
+    winner = max((a, b), key=lambda f: rank_key(f.shard, f.peer))
+    assert fold([a, b]).master(2) == fold([b, a]).master(2) == (winner.peer, 4)
+    assert fold([a, b, MasterElected(2, "n3", 3)]).master(2) == (winner.peer, 4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32), st.integers(4, 7), st.integers(1, 4))
+def test_partitioned_elections_merge_to_one_master_per_shard(seed, count, rounds):
+    """Peers split into random groups that see each other failed; each group elects; merge.
+
+    After the merge every shard has one master and every epoch names at most one peer per
+    shard among the facts the groups agree on; any two folds of the same facts agree.
+    """
+    rng = random.Random(seed)
+    peers = PEERS[:count]
+    base = [MeshConfigured(SHARDS, 3)] + [MemberJoined(p, p, 0) for p in peers]
+    history = list(base)
+    for round_number in range(rounds):
+        groups = split(rng, peers)
+        for group in groups:
+            view = fold(history)
+            view.apply_all(MemberFailed(p, round_number, group[0]) for p in peers if p not in group)
+            history.extend(run_elections(view, group))
+        history.extend(MemberJoined(p, p, round_number + 1) for p in peers)  # heal: all rejoin
+    merged, shuffled = fold(history), list(history)
+    rng.shuffle(shuffled)
+    assert merged.masters() == fold(shuffled).masters(), f"seed={seed}"
+    assert set(merged.masters()) == set(range(SHARDS)), f"seed={seed}"
+    for shard in range(SHARDS):
+        claims_at = {}
+        for fact in history:
+            if isinstance(fact, MasterElected) and fact.shard == shard:
+                claims_at.setdefault(fact.epoch, set()).add(fact.peer)
+        top_epoch = max(claims_at)
+        best = max(claims_at[top_epoch], key=lambda p: rank_key(shard, p))
+        assert merged.master(shard) == (best, top_epoch), f"seed={seed} shard={shard}"
+
+
+def split(rng: random.Random, peers: list[str]) -> list[list[str]]:
+    shuffled = list(peers)
+    rng.shuffle(shuffled)
+    cut = rng.randrange(1, len(peers))
+    return [sorted(shuffled[:cut]), sorted(shuffled[cut:])]
+
+
+def test_within_one_view_at_most_one_peer_claims_each_shard():
+    seed = 5
+    rng = random.Random(seed)
+    state = mesh()
+    for peer in rng.sample(PEERS, 3):
+        state.apply(MemberFailed(peer, 0, "n9"))
+    published = [f for peer in PEERS for f in claims(state, peer, all_caught_up)]
+    shards = [f.shard for f in published]
+    assert len(shards) == len(set(shards)) == SHARDS, f"seed={seed}: {published}"
