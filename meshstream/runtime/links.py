@@ -1,0 +1,144 @@
+"""Outgoing peer connections, one per address, kept alive with backoff and jitter.
+
+`PeerLinks.send(address, message)` never blocks: it queues the message on that address's
+link (a bounded channel that survives reconnects) and starts the link's task on first use.
+The task dials, handshakes, drains the channel through a `Connection`, and on any failure
+waits `backoff` (doubling from `RECONNECT_BACKOFF_MIN_S` to `RECONNECT_BACKOFF_MAX_S`, with
++-50% jitter so a restarted mesh does not reconnect in lock step) before dialling again.
+Messages are best effort: when a link's queue is full, new messages are dropped, as a
+lossy network would; the protocol's retries and anti-entropy repair the rest.
+
+A link that has failed for `LINK_IDLE_S` with nothing new to send ends; the next `send`
+starts it again. Messages that arrive on an outgoing connection are handed to `on_message`
+with the remote's name from its Hello, like those on incoming ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from meshstream import ids
+from meshstream.config import Config
+from meshstream.errors import LocalProtocolError, RemoteProtocolError
+from meshstream.runtime.transport import Connection, ConnectionClosed, handshake
+from meshstream.wire.messages import Hello
+
+log = logging.getLogger("meshstream.links")
+
+RECONNECT_BACKOFF_MIN_S = 0.05  # loopback peers restart in well under a second
+RECONNECT_BACKOFF_MAX_S = 2.0  # a dead peer costs one dial per ~2 s
+CONNECT_TIMEOUT_S = 2.0
+LINK_IDLE_S = 30.0  # stop dialling an address nobody has sent to for this long
+LINKS_MAX = 4096  # addresses dialled at once; beyond this, sends are dropped
+
+
+class _Link:
+    def __init__(self, address: str, queue_frames_max: int) -> None:
+        self.address = address
+        self.outbox, self.inbox = trio.open_memory_channel[Any](queue_frames_max)
+        self.last_send = trio.current_time()
+        self.connection: Connection | None = None
+        self.remote_peer = ""
+
+
+class PeerLinks:
+    """Outgoing connections by address. Create inside a nursery; `send` from any task."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        config: Config,
+        hello: Callable[[], Hello],
+        cluster_key: bytes | None,
+        on_message: Callable[[str, Any], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._nursery = nursery
+        self._config = config
+        self._hello = hello
+        self._cluster_key = cluster_key
+        self._on_message = on_message
+        self._rng = rng or random.Random()
+        self._links: dict[str, _Link] = {}
+
+    def send(self, address: str, message: Any) -> bool:
+        """Queue `message` for `address`; False when dropped (queue full, too many links)."""
+        link = self._links.get(address)
+        if link is None:
+            if len(self._links) >= LINKS_MAX:
+                return False
+            link = self._links[address] = _Link(address, self._config.send_queue_frames_max)
+            self._nursery.start_soon(self._run_link, link)
+        link.last_send = trio.current_time()
+        try:
+            link.outbox.send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    def connected_peers(self) -> list[str]:
+        return sorted(link.remote_peer for link in self._links.values() if link.connection and link.remote_peer)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until every connected link has sent what is queued."""
+        with trio.move_on_after(timeout_s):
+            while any(
+                link.connection is not None and link.inbox.statistics().current_buffer_used
+                for link in self._links.values()
+            ):
+                await trio.sleep(0.005)
+
+    async def _run_link(self, link: _Link) -> None:
+        backoff = RECONNECT_BACKOFF_MIN_S
+        try:
+            while True:
+                connected = await self._connect_once(link)
+                backoff = RECONNECT_BACKOFF_MIN_S if connected else min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
+                if trio.current_time() - link.last_send > LINK_IDLE_S:
+                    return
+                await trio.sleep(backoff * self._rng.uniform(0.5, 1.5))
+        finally:
+            del self._links[link.address]
+
+    async def _connect_once(self, link: _Link) -> bool:
+        """Dial, handshake and run one connection. True if the handshake succeeded."""
+        try:
+            host, port = ids.parse_address(link.address)
+        except LocalProtocolError as exc:
+            log.warning("not dialling %s: %s", link.address, exc)
+            await trio.sleep(RECONNECT_BACKOFF_MAX_S)
+            return False
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            log.debug("dial %s failed: %s", link.address, exc)
+            return False
+        try:
+            session = await handshake(stream, self._hello(), self._config, self._cluster_key)
+        except (RemoteProtocolError, ConnectionClosed, OSError, trio.BrokenResourceError) as exc:
+            log.warning("handshake with %s failed: %s", link.address, exc)
+            await trio.aclose_forcefully(stream)
+            return False
+        return await self._serve(link, stream, session)
+
+    async def _serve(self, link: _Link, stream: trio.abc.Stream, session: Any) -> bool:
+        remote = session.remote.peer
+        label = f"link {remote or '?'}@{link.address}"
+        connection = Connection(stream, session, self._config, label, channel=(link.outbox, link.inbox))
+        link.connection, link.remote_peer = connection, remote
+        log.debug("%s: connected", label)
+        try:
+            await connection.run(lambda message: self._on_message(remote, message))
+        except RemoteProtocolError as exc:
+            log.warning("%s: closed: %s", label, exc)
+        except ConnectionClosed as exc:
+            log.debug("%s: closed: %s", label, exc)
+        finally:
+            link.connection = None
+        return True
