@@ -1,0 +1,71 @@
+"""The seeded discrete-event loop and the journal every run is judged by.
+
+`EventLoop` keeps a heap of `(time, seq, action)`: `seq` is a global counter, so two actions
+due at the same instant run in the order they were scheduled, never in an order that
+depends on object identity or hashing. Simulated time only moves when the next action is
+popped; nothing reads a clock.
+
+`Journal` records every send, delivery, drop and decision as one text line with its time.
+The trace digest is BLAKE3 over those lines, so one seed gives one digest byte for byte.
+Lines are hashed as they come and kept only when a trace file was asked for.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+
+import blake3
+
+Action = Callable[[], None]
+
+
+class EventLoop:
+    """A heap of timed actions. `now` is seconds of simulated time from 0.0."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._heap: list[tuple[float, int, Action]] = []
+        self._seq = 0
+        self.actions_run = 0
+
+    def at(self, when: float, action: Action) -> None:
+        """Run `action` at simulated time `when` (never earlier than now)."""
+        assert when == when, "NaN time"
+        self._seq += 1
+        heapq.heappush(self._heap, (max(when, self.now), self._seq, action))
+
+    def after(self, delay_s: float, action: Action) -> None:
+        self.at(self.now + delay_s, action)
+
+    def run_until(self, end: float) -> None:
+        """Run every action due at or before `end`, then leave `now` at `end`."""
+        heap = self._heap
+        while heap and heap[0][0] <= end:
+            when, _, action = heapq.heappop(heap)
+            self.now = when
+            self.actions_run += 1
+            action()
+        self.now = max(self.now, end)
+
+    def pending(self) -> int:
+        return len(self._heap)
+
+
+class Journal:
+    """Every send, delivery, drop and decision, digested line by line."""
+
+    def __init__(self, keep_lines: bool = False) -> None:
+        self._hasher = blake3.blake3()
+        self.lines: list[str] | None = [] if keep_lines else None
+        self.count = 0
+
+    def record(self, now: float, kind: str, text: str) -> None:
+        line = f"{now:.6f} {kind} {text}"
+        self._hasher.update(line.encode("utf-8") + b"\n")
+        self.count += 1
+        if self.lines is not None:
+            self.lines.append(line)
+
+    def digest(self) -> str:
+        return self._hasher.hexdigest()

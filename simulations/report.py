@@ -1,0 +1,88 @@
+"""Rendering a simulation `Result`: a readable timeline and summary, or one JSON object.
+
+The timeline lists faults and the decisions peers journalled (elections, failures,
+joins, conflicts, corruption), collapsing repeats of one decision by many peers into one
+line with a count, then the convergence moments. The summary gives each check with
+PASS/FAIL, the counts and the trace digest.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from simulations.scenario import Scenario
+
+TIMELINE_LINES_MAX = 120  # beyond this the middle of the timeline is elided
+QUIET_KINDS = ("alive", "suspect", "joined")  # routine membership chatter: counted, not listed
+
+
+def render_json(result: Any) -> str:
+    return json.dumps(result.to_json(), sort_keys=True)
+
+
+def timeline_lines(result: Any) -> list[str]:
+    lines: list[str] = []
+    previous: tuple[float, str, str] | None = None
+    repeats = 0
+    quiet: dict[str, int] = {}
+    for entry in result.timeline:
+        if entry.kind in QUIET_KINDS:
+            quiet[entry.kind] = quiet.get(entry.kind, 0) + 1
+            continue
+        text = entry.text.split(": ", 1)[-1] if entry.kind != "fault" else entry.text
+        key = (round(entry.at_s, 1), entry.kind, text)
+        if key == previous:
+            repeats += 1
+            continue
+        if repeats:
+            lines[-1] += f"  (x{repeats + 1})"
+        repeats = 0
+        previous = key
+        lines.append(f"{entry.at_s:9.3f}s  {entry.kind:<10} {entry.text}")
+    if repeats:
+        lines[-1] += f"  (x{repeats + 1})"
+    for name, label in (("membership_converged_at_s", "membership converged"),
+                        ("single_master_at_s", "one master per shard")):
+        at = result.details.get(name)
+        if at is not None:
+            lines.append(f"{at:9.3f}s  {'converged':<10} {label}")
+    if result.converged_at_s is not None:
+        lines.append(f"{result.converged_at_s:9.3f}s  {'converged':<10} replicas hold identical events")
+    lines.sort(key=lambda line: float(line.split("s", 1)[0]))
+    if quiet:
+        lines.append("            (" + ", ".join(f"{n} {k} notes" for k, n in sorted(quiet.items())) + " not listed)")
+    if len(lines) > TIMELINE_LINES_MAX:
+        half = TIMELINE_LINES_MAX // 2
+        lines = lines[:half] + [f"            ... {len(lines) - 2 * half} more ..."] + lines[-half:]
+    return lines
+
+
+def render_text(result: Any, scenario: Scenario) -> str:
+    out = [f"scenario {result.scenario}: {scenario.cluster.nodes} peers, {scenario.duration_s:g} s, "
+           f"seed {result.seed}", "", "timeline:"]
+    out.extend("  " + line for line in timeline_lines(result))
+    out += ["", "checks:"]
+    for name, passed in result.checks.items():
+        out.append(f"  {'PASS' if passed else 'FAIL'}  {name}")
+    if not result.checks:
+        out.append("  (the scenario expects nothing)")
+    details = result.details
+    out += ["", "summary:",
+            f"  acked {result.acked}  lost {result.lost} (exempt {details['lost_exempt']})  "
+            f"duplicates {result.duplicates}  divergent replicas {result.divergent_replicas}",
+            f"  writes sent {details['sent']}  definite failures {details['definite_failures']}  "
+            f"indefinite {details['indefinite_failures']}  retries {details['retries']}",
+            f"  elections {result.elections}  failover {details['failover_s']} s  "
+            f"converged at {_seconds(result.converged_at_s)}",
+            f"  messages {result.messages}  bytes {result.bytes}  dropped {details['dropped_messages']}  "
+            f"persists lost {details['persists_lost']}",
+            f"  trace digest {result.trace_digest}"]
+    if details["problems"]:
+        out += ["", "problems:"] + ["  " + problem for problem in details["problems"]]
+    out += ["", "OK" if result.ok else "FAILED"]
+    return "\n".join(out)
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.3f} s"
