@@ -356,11 +356,18 @@ def _conflicting_key(detail: str, items: tuple[AppendItem, ...]) -> bytes:
 async def open_client(addresses: Sequence[str], *, mesh: str = MESH_NAME_DEFAULT, cluster_key: bytes | None = None,
                       config: Config | None = None, retry_timeout_s: float = RETRY_TIMEOUT_S) -> AsyncIterator[Client]:
     """A client for the mesh reachable at any of `addresses` (HOST:PORT)."""
+    # The nursery only runs connection readers, which never raise; an error from the body is
+    # re-raised bare after the nursery closes rather than wrapped in an ExceptionGroup.
+    body_error: Exception | None = None
     async with trio.open_nursery() as nursery:
         client = Client(nursery, addresses, mesh=mesh, cluster_key=cluster_key,
                         config=config or Config.preset("lan"), retry_timeout_s=retry_timeout_s)
         try:
             yield client
+        except Exception as exc:
+            body_error = exc
         finally:
             await client.aclose()
             nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error

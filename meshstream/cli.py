@@ -1,0 +1,365 @@
+"""The `meshstream` command: run a peer, append, read, status, topology, verify, simulate, demo.
+
+Every subcommand parses its arguments with argparse and then calls the client library, the
+runtime, the store's verifier or the simulator. Exit status: 0 on success, 2 for a usage
+error (bad flag, malformed address, stream name or cursor), 1 for an operational error
+(no peer reachable, write refused, key conflict); each error is one line on stderr.
+
+With `--json`, output is one JSON object per line. Event data appears as `"data"` when it
+is UTF-8 text, otherwise as `"data_base64"`; keys likewise as `"key"` (text) or
+`"key_base64"`. A read event shows `stream`, `key`, `hash` (hex BLAKE3 digest), `dot`
+(`peer:counter`) and `cursor` (the cursor to resume after it, `peer:counter,...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import trio
+
+from meshstream import ids
+from meshstream.clocks import EMPTY, VersionVector
+from meshstream.config import Config
+from meshstream.envelope import Event
+from meshstream.errors import ConfigError, LocalProtocolError, MeshError
+
+APPEND_STDIN_BATCH_EVENTS = 100  # events per request when reading lines from stdin
+READ_PAGE_EVENTS = 1000
+FOLLOW_WAIT_S = 5.0
+CLI_RETRY_TIMEOUT_S = 5.0  # long enough to ride through a master election on a local mesh
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as written (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one clear line, exit 2
+        self.exit(2, f"meshstream: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="meshstream", description="A peer-to-peer event streaming mesh.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = commands.add_parser("run", help="run a peer in the foreground")
+    run.add_argument("--name", required=True)
+    run.add_argument("--listen", required=True, metavar="HOST:PORT")
+    run.add_argument("--data", required=True, metavar="DIR")
+    run.add_argument("--join", action="append", default=[], metavar="HOST:PORT")
+    run.add_argument("--advertise", metavar="HOST:PORT", help="the address other peers dial")
+    run.add_argument("--cluster-key-file", metavar="FILE")
+    run.add_argument("--replication-factor", type=int)
+    run.add_argument("--shards", type=int)
+    run.add_argument("--preset", default="local", choices=["local", "lan"])
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    append = commands.add_parser("append", help="append events to a stream")
+    _client_flags(append)
+    append.add_argument("stream")
+    append.add_argument("--key", help="natural key (text); default: random, reused on retry")
+    append.add_argument("--ack", default="master", choices=["master", "quorum", "all"])
+    append.add_argument("data", nargs="?", default="-", metavar="DATA | -")
+    read = commands.add_parser("read", help="read a stream from a cursor")
+    _client_flags(read)
+    read.add_argument("stream")
+    read.add_argument("--from", dest="cursor", default="", metavar="CURSOR")
+    read.add_argument("--limit", type=int)
+    read.add_argument("--follow", action="store_true")
+    status = commands.add_parser("status", help="a peer's view of the mesh")
+    _client_flags(status)
+    topology = commands.add_parser("topology", help="the topology stream and its view")
+    _client_flags(topology)
+    topology.add_argument("--dot", action="store_true", help="Graphviz output")
+    verify = commands.add_parser("verify", help="scrub a data directory offline")
+    verify.add_argument("--data", required=True, metavar="DIR")
+    verify.add_argument("--json", action="store_true")
+    simulate = commands.add_parser("simulate", help="run a simulator scenario", add_help=False)
+    simulate.add_argument("args", nargs=argparse.REMAINDER)
+    commands.add_parser("demo", help="a three-peer local demo")
+    return parser
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--peer", action="append", required=True, metavar="HOST:PORT",
+                        help="a peer to talk to (repeat for failover)")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cluster-key-file", metavar="FILE")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        return _simulate(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (UsageError, ConfigError, LocalProtocolError) as exc:
+        print(f"meshstream: error: {exc}", file=sys.stderr)
+        return 2
+    except (MeshError, OSError) as exc:
+        print(f"meshstream: {args.command} failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "verify":
+        from meshstream.store.verify import run_verify
+
+        return run_verify(args.data, args.json, sys.stdout)
+    if args.command == "demo":
+        from meshstream.demo import main as demo_main
+
+        return demo_main()
+    for peer in args.peer:
+        ids.parse_address(peer)
+    key = _cluster_key(args.cluster_key_file)
+    handler = {"append": _append, "read": _read, "status": _status, "topology": _topology}[args.command]
+    return trio.run(handler, args, key)
+
+
+def _simulate(argv: list[str]) -> int:
+    from simulations.runner import main as simulate_main
+
+    return simulate_main(argv)
+
+
+def _cluster_key(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    from meshstream.runtime.transport import load_cluster_key
+
+    return load_cluster_key(path)
+
+
+# -- run --
+
+
+def _run(args: argparse.Namespace) -> int:
+    from meshstream.runtime.peer import PeerOptions, run_peer
+
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {}
+    if args.replication_factor is not None:
+        overrides["replication_factor"] = args.replication_factor
+    if args.shards is not None:
+        overrides["shards"] = args.shards
+    config = Config.preset(args.preset, **overrides)
+    ids.validate_peer_name(args.name)
+    for address in [args.listen, *args.join, *([args.advertise] if args.advertise else [])]:
+        ids.parse_address(address)
+    options = PeerOptions(name=args.name, listen=args.listen, data_dir=args.data, join=tuple(args.join),
+                          advertise=args.advertise, cluster_key=_cluster_key(args.cluster_key_file), config=config)
+    trio.run(run_peer, options)
+    return 0
+
+
+# -- append --
+
+
+async def _append(args: argparse.Namespace, cluster_key: bytes | None) -> int:
+    from meshstream.client import make_item, open_client
+
+    ids.validate_stream_name(args.stream)
+    if args.data == "-" and args.key is not None:
+        raise UsageError("--key needs a single DATA argument, not '-' (one event per line)")
+    key = args.key.encode("utf-8") if args.key is not None else None
+    async with open_client(args.peer, cluster_key=cluster_key, retry_timeout_s=CLI_RETRY_TIMEOUT_S) as client:
+        if args.data != "-":
+            appended = await client.append(args.stream, args.data.encode("utf-8"), key=key, ack=args.ack)
+            _print_appended(args, [appended])
+            return 0
+        batch: list[Any] = []
+        for line in sys.stdin.buffer:
+            batch.append(make_item(line.rstrip(b"\r\n")))
+            if len(batch) >= APPEND_STDIN_BATCH_EVENTS:
+                _print_appended(args, await client.append_batch(args.stream, batch, ack=args.ack))
+                batch = []
+        if batch:
+            _print_appended(args, await client.append_batch(args.stream, batch, ack=args.ack))
+    return 0
+
+
+def _print_appended(args: argparse.Namespace, results: Sequence[Any]) -> None:
+    for appended in results:
+        doc = {"stream": args.stream, **key_fields(appended.key), "dot": dot_text(appended.dot),
+               "hash": appended.digest.hex(), "duplicate": appended.duplicate}
+        if args.json:
+            print(json.dumps(doc), flush=True)
+        else:
+            note = " (duplicate: already stored)" if appended.duplicate else ""
+            print(f"appended {args.stream} {doc.get('key', doc.get('key_base64'))} at {doc['dot']}{note}", flush=True)
+
+
+# -- read --
+
+
+async def _read(args: argparse.Namespace, cluster_key: bytes | None) -> int:
+    from meshstream.client import open_client
+
+    ids.validate_stream_name(args.stream, allow_system=True)
+    cursor = parse_cursor(args.cursor)
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    remaining = args.limit
+    async with open_client(args.peer, cluster_key=cluster_key, retry_timeout_s=CLI_RETRY_TIMEOUT_S) as client:
+        while remaining is None or remaining > 0:
+            page = READ_PAGE_EVENTS if remaining is None else min(remaining, READ_PAGE_EVENTS)
+            result = await client.read(args.stream, cursor, limit=page, wait_s=FOLLOW_WAIT_S if args.follow else 0.0)
+            for event in result.events:
+                cursor = cursor.with_dot(event.dot)
+                _print_event(args, event, cursor)
+            cursor = result.cursor
+            if remaining is not None:
+                remaining -= len(result.events)
+            if not result.events and not args.follow:
+                break
+    return 0
+
+
+def _print_event(args: argparse.Namespace, event: Event, cursor: VersionVector) -> None:
+    doc = event_document(event, cursor)
+    if args.json:
+        print(json.dumps(doc), flush=True)
+    else:
+        data = doc["data"] if "data" in doc else "base64:" + doc["data_base64"]
+        print(f"{doc['dot']} {doc.get('key', doc.get('key_base64'))} {data}", flush=True)
+
+
+def event_document(event: Event, cursor: VersionVector | None = None) -> dict[str, Any]:
+    """The JSON form of an event (see the module docstring)."""
+    doc: dict[str, Any] = {"stream": event.stream, **key_fields(event.key), "hash": event.digest.hex(),
+                           "dot": dot_text(event.dot)}
+    if cursor is not None:
+        doc["cursor"] = cursor_text(cursor)
+    doc.update(_bytes_field("data", event.data))
+    if event.metadata:
+        doc["metadata"] = {name: _json_value(value) for name, value in event.metadata}
+    return doc
+
+
+def key_fields(key: bytes) -> dict[str, str]:
+    return _bytes_field("key", key)
+
+
+def _bytes_field(name: str, value: bytes) -> dict[str, str]:
+    try:
+        return {name: value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {f"{name}_base64": base64.b64encode(value).decode("ascii")}
+
+
+def _json_value(value: Any) -> Any:
+    return base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+
+
+def dot_text(dot: Any) -> str:
+    return f"{dot.peer}:{dot.counter}"
+
+
+def cursor_text(cursor: VersionVector) -> str:
+    return ",".join(f"{peer}:{count}" for peer, count in cursor.items())
+
+
+def parse_cursor(text: str) -> VersionVector:
+    """`peer:counter,peer:counter` (as printed by read) to a VersionVector; UsageError if bad."""
+    if not text:
+        return EMPTY
+    counters: dict[str, int] = {}
+    for part in text.split(","):
+        peer, _, count = part.strip().rpartition(":")
+        if not peer or not count.isdigit() or peer in counters:
+            raise UsageError(f"cursor must be peer:counter,... as printed by read, got {text!r}")
+        counters[peer] = int(count)
+    return VersionVector(counters)
+
+
+# -- status and topology --
+
+
+async def _status(args: argparse.Namespace, cluster_key: bytes | None) -> int:
+    from meshstream.client import open_client
+
+    async with open_client(args.peer, cluster_key=cluster_key, retry_timeout_s=CLI_RETRY_TIMEOUT_S) as client:
+        status = await client.status()
+    if args.json:
+        print(json.dumps(status, sort_keys=True))
+    else:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    return 0
+
+
+async def _topology(args: argparse.Namespace, cluster_key: bytes | None) -> int:
+    from meshstream.client import open_client
+
+    async with open_client(args.peer, cluster_key=cluster_key, retry_timeout_s=CLI_RETRY_TIMEOUT_S) as client:
+        events, view = await client.topology()
+    if args.dot:
+        print(topology_dot(view))
+    elif args.json:
+        for event in events:
+            print(json.dumps({"dot": dot_text(event.dot), "hash": event.digest.hex(), "fact": fact_document(event)}))
+        print(json.dumps({"view": view}, sort_keys=True))
+    else:
+        for event in events:
+            print(f"{dot_text(event.dot)} {json.dumps(fact_document(event), sort_keys=True)}")
+        print(json.dumps(view, indent=2, sort_keys=True))
+    return 0
+
+
+def fact_document(event: Event) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from topology.events import fact_of
+
+    try:
+        fact = fact_of(event)
+    except MeshError as exc:
+        return {"type": "undecodable", "error": str(exc)}
+    return {"type": type(fact).__name__, **asdict(fact)}
+
+
+def topology_dot(view: dict[str, Any]) -> str:
+    """Graphviz of a topology view: members (coloured by status), shards to their replicas."""
+    colours = {"alive": "palegreen", "suspect": "gold", "failed": "salmon", "left": "lightgrey"}
+    lines = ["digraph mesh {", "  rankdir=LR;"]
+    for peer, member in sorted(_members(view).items()):
+        status = member.get("status", "?") if isinstance(member, dict) else str(member)
+        lines.append(f'  "{peer}" [style=filled, fillcolor={colours.get(status, "white")}, '
+                     f'label="{peer}\\n{status}"];')
+    for shard, master in sorted(_masters(view).items()):
+        lines.append(f'  "shard {shard}" [shape=box];')
+        lines.append(f'  "shard {shard}" -> "{master}" [style=bold, label="master"];')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _members(view: dict[str, Any]) -> dict[str, Any]:
+    members = view.get("members", {})
+    if isinstance(members, list):
+        return {m.get("peer", str(i)): m for i, m in enumerate(members) if isinstance(m, dict)}
+    return members if isinstance(members, dict) else {}
+
+
+def _masters(view: dict[str, Any]) -> dict[str, str]:
+    masters = view.get("masters", {})
+    result: dict[str, str] = {}
+    if isinstance(masters, dict):
+        for shard, value in masters.items():
+            result[str(shard)] = value[0] if isinstance(value, (list, tuple)) else str(value.get("peer", value)
+                                                                                     if isinstance(value, dict)
+                                                                                     else value)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
