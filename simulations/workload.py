@@ -1,7 +1,7 @@
 """Client workloads: writers that append at a rate, and readers that follow with a cursor.
 
 A `Writer` sends one-item `AppendRequest`s to the peers of its `via` list in turn (or to
-a random live peer), keys `STREAM-000042`, with data derived from the key so a retry is
+a random live peer), keys `w<client>-000042`, with data derived from the key so a retry is
 byte-identical. Replies are recorded: acknowledged events with their dot and digest,
 definite failures (nothing was written: given up) and indefinite ones (it may still
 spread: retried with the same key after a pause, which natural-key dedup makes safe). A
@@ -86,7 +86,7 @@ class Writer:
         if loop.now >= self.spec.stop_s:
             return
         self._next_key += 1
-        self._send(f"{self.spec.stream}-{self._next_key:06d}".encode(), attempt=1)
+        self._send(f"w{self.client}-{self._next_key:06d}".encode(), attempt=1)
         loop.after(1.0 / self.spec.rate_per_s, self._send_new)
 
     def _pick_peer(self) -> str | None:
