@@ -1,0 +1,369 @@
+"""`IndexedStore`: the EventStore behaviour both stores share, over `index.StoreIndex`.
+
+A subclass supplies where record bytes live: `_load_many(rids)` (events or CorruptRecord
+errors, never raising for a bad record), `_locate(prepared)` (lay a prepared batch out),
+`write_prepared` and `_committed(prepared)` (record locations). Everything else, the
+natural-key rules, conflict resolution, version vectors, canonical order, cursors, shard
+digests and scrubbing, lives here once, so the two stores cannot drift apart.
+
+Conflict rules (see store/api.py): a batch is decided in `prepare_batch` against the index
+plus the batch itself (two events of one key in one batch follow the same rules), and
+applied unchanged by `commit_prepared`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+import blake3
+
+from meshstream import cbor
+from meshstream.clocks import EMPTY, Dot, VersionVector
+from meshstream.envelope import Event
+from meshstream.errors import CorruptRecord, KeyConflict, LocalProtocolError
+from meshstream.ids import SYSTEM_PREFIX, shard_of
+from meshstream.ordering import canonical_order
+from meshstream.store.api import AppendResult
+from meshstream.store.index import CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_POSITION, StoreIndex, key_hash
+
+OP_EVENT, OP_DOT = 1, 2
+CONFLICT_MODES = ("raise", "resolve")
+
+
+class Op:
+    """One record to write: a full event (OP_EVENT) or a loser's dot (OP_DOT)."""
+
+    __slots__ = ("kind", "event", "hashed", "replaces", "replaced_state", "rid")
+
+    def __init__(self, kind: int, event: Event, hashed: int, replaces: "int | Op | None" = None,
+                 replaced_state: int = DEAD) -> None:
+        self.kind = kind
+        self.event = event
+        self.hashed = hashed
+        self.replaces = replaces  # a rid, or an earlier Op of the same batch
+        self.replaced_state = replaced_state
+        self.rid = -1
+
+
+class Prepared:
+    """A decided, encoded batch: its ops, results and (for a disk store) its layout."""
+
+    __slots__ = ("ops", "results", "keys", "dots", "payload", "segment", "offset", "layout", "written")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.results: list[AppendResult] = []
+        self.keys: dict[tuple[str, bytes], Op] = {}
+        self.dots: set[tuple[str, Dot]] = set()
+        self.payload = b""
+        self.segment = 0
+        self.offset = 0
+        self.layout: list[tuple[int, int]] = []  # (offset, length) per op
+        self.written = False
+
+
+class IndexedStore:
+    """EventStore over a StoreIndex; subclasses store the bytes."""
+
+    def __init__(self) -> None:
+        self._index = StoreIndex()
+        self._pending: Prepared | None = None
+        self._corrupt: dict[int, CorruptRecord] = {}
+        self._scrub_next = 0
+        self._stream_hashes: dict[int, int] = {}
+        self._shard_xors: dict[int, list[int]] = {}
+
+    # -- subclass hooks --
+    def _load_many(self, rids: Sequence[int]) -> list[Event | CorruptRecord]:
+        raise NotImplementedError
+
+    def _check(self, rid: int) -> CorruptRecord | None:
+        """Verify one record's bytes (any kind) without serving it."""
+        raise NotImplementedError
+
+    def _locate(self, prepared: Prepared) -> None:
+        """Lay out and encode the batch (caller's thread)."""
+
+    def _committed(self, prepared: Prepared) -> None:
+        """Record where the batch's records are (caller's thread)."""
+
+    def write_prepared(self, prepared: Any) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._pending = None
+
+    # -- fetching --
+    def _fetch_many(self, rids: Sequence[int]) -> list[Event]:
+        """The events of LIVE `rids`, skipping (and recording) corrupt ones."""
+        events = []
+        for rid, loaded in zip(rids, self._load_many(rids)):
+            if isinstance(loaded, CorruptRecord):
+                self._note_corrupt(rid, loaded)
+            else:
+                events.append(loaded)
+        return events
+
+    def _note_corrupt(self, rid: int, error: CorruptRecord) -> None:
+        self._index.mark_corrupt(rid)
+        self._corrupt[rid] = error
+
+    def _lookup(self, stream: str, key: bytes, hashed: int) -> tuple[int | None, Event | None]:
+        """(rid, event) of the holder of a natural key, (rid, None) if it is corrupt."""
+        index = self._index
+        sid = index.stream_ids.get(stream)
+        if sid is None:
+            return None, None
+        corrupt = None
+        for rid in index.keys.candidates(hashed):
+            if index.rid_stream[rid] != sid:
+                continue
+            state = index.rid_state[rid]
+            if state == LIVE:
+                loaded = self._load_many([rid])[0]
+                if isinstance(loaded, CorruptRecord):
+                    self._note_corrupt(rid, loaded)
+                    corrupt = rid
+                elif loaded.key == key:
+                    return rid, loaded
+            elif state == CORRUPT:
+                corrupt = rid
+        return corrupt, None
+
+    def _dot_holder(self, stream: str, dot: Dot) -> int:
+        found = self._index.stream(stream)
+        return -1 if found is None else self._index.rid_of_dot(found, dot)
+
+    # -- writing --
+    def append_batch(self, events: Sequence[Event], *, on_conflict: str = "raise") -> list[AppendResult]:
+        prepared = self.prepare_batch(events, on_conflict=on_conflict)
+        self.write_prepared(prepared)
+        return self.commit_prepared(prepared)
+
+    def prepare_batch(self, events: Sequence[Event], *, on_conflict: str = "raise") -> Prepared:
+        """Decide and encode a batch. Raises KeyConflict (raise mode), LocalProtocolError."""
+        if on_conflict not in CONFLICT_MODES:
+            raise LocalProtocolError(f"on_conflict must be one of {CONFLICT_MODES}, got {on_conflict!r}")
+        if self._pending is not None and self._pending.written:
+            raise LocalProtocolError("a prepared batch is written but not committed")
+        prepared = Prepared()
+        for event in events:
+            if not isinstance(event, Event):
+                raise LocalProtocolError(f"append_batch takes Events, got {type(event).__name__}")
+            result, op = self._decide(event, on_conflict, prepared)
+            prepared.results.append(result)
+            if op is not None:
+                prepared.ops.append(op)
+                prepared.dots.add((event.stream, event.dot))
+        self._locate(prepared)
+        self._pending = prepared
+        return prepared
+
+    def _decide(self, event: Event, mode: str, batch: Prepared) -> tuple[AppendResult, Op | None]:
+        natural = event.natural_key
+        hashed = key_hash(event.stream, event.key)
+        pending = batch.keys.get(natural)
+        if pending is not None:
+            holder, holder_event = pending, pending.event
+        else:
+            holder, holder_event = self._lookup(event.stream, event.key, hashed)
+        if holder is not None and holder_event is None:
+            op = batch.keys[natural] = Op(OP_EVENT, event, hashed, holder, DEAD)
+            return AppendResult.REPAIRED, op
+        if holder is not None:
+            if holder_event.digest == event.digest:
+                return AppendResult.DUPLICATE, None
+            if mode == "raise":
+                raise KeyConflict(event.stream, event.key)
+            if event.digest < holder_event.digest:
+                op = batch.keys[natural] = Op(OP_EVENT, event, hashed, holder, LOSER)
+                return AppendResult.WON, op
+            if self._dot_is_held(event, batch):
+                return AppendResult.LOST, None
+            return AppendResult.LOST, Op(OP_DOT, event, 0)
+        if self._dot_is_held(event, batch):  # another event already owns this dot: a peer's bug
+            if mode == "raise":
+                raise LocalProtocolError(f"dot {event.dot} already names another event in {event.stream!r}")
+            return AppendResult.LOST, None
+        op = batch.keys[natural] = Op(OP_EVENT, event, hashed)
+        holder_rid = self._dot_holder(event.stream, event.dot)
+        repaired = holder_rid >= 0 and self._index.rid_state[holder_rid] == CORRUPT
+        return (AppendResult.REPAIRED if repaired else AppendResult.STORED), op
+
+    def _dot_is_held(self, event: Event, batch: Prepared) -> bool:
+        if (event.stream, event.dot) in batch.dots:
+            return True
+        rid = self._dot_holder(event.stream, event.dot)
+        return rid >= 0 and self._index.rid_state[rid] in HELD_STATES
+
+    def commit_prepared(self, prepared: Any) -> list[AppendResult]:
+        """Apply a written batch to the indexes (caller's thread)."""
+        if prepared is not self._pending or not prepared.written:
+            raise LocalProtocolError("commit_prepared needs the current batch, written")
+        index = self._index
+        for op in prepared.ops:
+            previous = self._dot_holder(op.event.stream, op.event.dot)
+            if op.kind == OP_EVENT:
+                op.rid = index.add_event(op.event, op.hashed)
+            else:
+                op.rid = index.add_loser_dot(op.event.stream, op.event.dot)
+            replaced = op.replaces.rid if isinstance(op.replaces, Op) else op.replaces
+            if replaced is not None:
+                self._retire(replaced, op.replaced_state)
+            if previous >= 0 and previous != replaced and index.rid_state[previous] == CORRUPT:
+                self._retire(previous, DEAD)
+        self._committed(prepared)
+        self._pending = None
+        return prepared.results
+
+    def _retire(self, rid: int, state: int) -> None:
+        self._index.set_state(rid, state)
+        if state == DEAD:
+            self._corrupt.pop(rid, None)
+
+    # -- reading --
+    def get(self, stream: str, key: bytes) -> Event | None:
+        """The event with this natural key, or None. Raises CorruptRecord if it is corrupt."""
+        rid, event = self._lookup(stream, key, key_hash(stream, key))
+        if rid is not None and event is None:
+            raise self._corrupt.get(rid) or CorruptRecord(f"record for key {key!r} in {stream!r} is corrupt")
+        return event
+
+    def get_dot(self, stream: str, dot: Dot) -> Event | None:
+        rid = self._dot_holder(stream, dot)
+        if rid < 0 or self._index.rid_state[rid] != LIVE:
+            return None
+        events = self._fetch_many([rid])
+        return events[0] if events else None
+
+    def has_dot(self, stream: str, dot: Dot) -> bool:
+        rid = self._dot_holder(stream, dot)
+        return rid >= 0 and self._index.rid_state[rid] in HELD_STATES
+
+    def read(self, stream: str, cursor: VersionVector, limit: int) -> list[Event]:
+        """Up to `limit` served events not in `cursor`, in canonical order."""
+        _check_limit(limit)
+        found = self._index.stream(stream)
+        if found is None or limit == 0:
+            return []
+        if found.dirty:
+            self._reorder(found)
+        index = self._index
+        seen = [cursor.get(peer, 0) for peer in index.peer_names]
+        states, peers, counters = index.rid_state, index.rid_peer, index.rid_counter
+        position, result = self._first_unseen(found, cursor), []
+        while position < len(found.order) and len(result) < limit:
+            wanted = []
+            while position < len(found.order) and len(wanted) < limit - len(result):
+                rid = found.order[position]
+                position += 1
+                if states[rid] == LIVE and counters[rid] > seen[peers[rid]]:
+                    wanted.append(rid)
+            result.extend(self._fetch_many(wanted))
+        return result
+
+    def _first_unseen(self, stream, cursor: VersionVector) -> int:
+        """The least order position of an event `cursor` lacks (chains keep positions rising)."""
+        start = len(stream.order)
+        for peer, log in stream.logs.items():
+            at = bisect.bisect_right(log.counters, cursor.get(peer, 0))
+            positions = log.positions
+            while at < len(positions) and positions[at] == NO_POSITION:
+                at += 1
+            if at < len(positions) and positions[at] < start:
+                start = positions[at]
+        return start
+
+    def _reorder(self, stream) -> None:
+        rids = [rid for log in stream.logs.values() for rid in log.rids if self._index.rid_state[rid] == LIVE]
+        by_digest = {}
+        for rid, loaded in zip(rids, self._load_many(rids)):
+            if isinstance(loaded, CorruptRecord):
+                self._note_corrupt(rid, loaded)
+            else:
+                by_digest[loaded.digest] = (rid, loaded)
+        ordered = canonical_order(event for _, event in by_digest.values())
+        self._index.set_order(stream, [by_digest[event.digest][0] for event in ordered])
+
+    def events_missing(self, stream: str, have: VersionVector, limit: int) -> list[Event]:
+        """Up to `limit` served events whose dots `have` lacks, in (peer, counter) order."""
+        _check_limit(limit)
+        found = self._index.stream(stream)
+        if found is None or limit == 0:
+            return []
+        states, wanted = self._index.rid_state, []
+        for peer in sorted(found.logs):
+            log = found.logs[peer]
+            at = bisect.bisect_right(log.counters, have.get(peer, 0))
+            for rid in log.rids[at:]:
+                if len(wanted) >= limit:
+                    break
+                if states[rid] == LIVE:
+                    wanted.append(rid)
+        return self._fetch_many(wanted)
+
+    def version_vector(self, stream: str) -> VersionVector:
+        found = self._index.stream(stream)
+        return EMPTY if found is None or not found.vector else found.version_vector()
+
+    def streams(self) -> list[str]:
+        return sorted(stream.name for stream in self._index.streams if stream.served or stream.vector)
+
+    def event_count(self, stream: str) -> int:
+        found = self._index.stream(stream)
+        return 0 if found is None else found.served
+
+    # -- anti-entropy digests --
+    def shard_digest(self, shard: int, shards: int) -> bytes:
+        """XOR of per-stream vector hashes of the shard's streams, updated incrementally."""
+        if not 0 <= shard < shards:
+            raise LocalProtocolError(f"shard {shard} out of range 0..{shards - 1}")
+        self._refresh_stream_hashes()
+        xors = self._shard_xors.get(shards)
+        if xors is None:
+            xors = self._shard_xors[shards] = [0] * shards
+            for sid, hashed in self._stream_hashes.items():
+                xors[shard_of(self._index.streams[sid].name, shards)] ^= hashed
+        return xors[shard].to_bytes(16, "little")
+
+    def _refresh_stream_hashes(self) -> None:
+        index = self._index
+        for sid in sorted(index.changed_streams):
+            stream = index.streams[sid]
+            if stream.name.startswith(SYSTEM_PREFIX):
+                continue
+            flat = [item for pair in sorted(stream.vector.items()) for item in pair]
+            new = int.from_bytes(blake3.blake3(cbor.dumps([stream.name, flat])).digest(length=16), "little")
+            new = new if flat else 0
+            change = self._stream_hashes.get(sid, 0) ^ new
+            self._stream_hashes[sid] = new
+            for shards, xors in self._shard_xors.items():
+                xors[shard_of(stream.name, shards)] ^= change
+        index.changed_streams.clear()
+
+    # -- corruption --
+    def scrub(self, records_max: int) -> list[Any]:
+        """Check up to `records_max` more held records (round robin); return new errors."""
+        _check_limit(records_max)
+        index, found = self._index, []
+        total = index.records()
+        for _ in range(min(records_max, total)):
+            rid = self._scrub_next % total
+            self._scrub_next = rid + 1
+            if index.rid_state[rid] not in HELD_STATES:
+                continue
+            error = self._check(rid)
+            if error is not None:
+                self._note_corrupt(rid, error)
+                found.append(error)
+        return found
+
+    def corrupt_records(self) -> list[Any]:
+        return [self._corrupt[rid] for rid in sorted(self._corrupt)]
+
+
+def _check_limit(limit: object) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise LocalProtocolError(f"limit must be a non-negative integer, got {limit!r}")

@@ -1,0 +1,377 @@
+"""The in-memory indexes of a store, kept compact: about 70 bytes an event.
+
+Every record a store holds gets a record id (`rid`, 0, 1, 2, ... in append order). Per rid
+the index keeps, in flat arrays: its stream, its dot (peer id and counter), its state and
+the 64-bit hash of its natural key. On top of that:
+
+- `KeyIndex`: natural key hash -> rids, as 4096 buckets of sorted arrays (a dict of
+  Python ints would cost about 110 bytes an entry; this costs 12).
+- `PeerLog` per (stream, peer): the counters held, their rids and their positions in
+  the stream's canonical order, sorted by counter, so a cursor finds its first unseen
+  event by bisection instead of scanning the stream from the start.
+- `StreamIndex` per stream: the canonical order as an array of rids, its contiguous
+  version vector, and the largest served counter per peer. An event whose context covers
+  every served event simply goes last (the single-master case); anything else marks the
+  order dirty, and the store recomputes it with `canonical_order` on the next read.
+
+States: LIVE (served), LOSER (a conflict loser: its dot counts as seen, never served),
+CORRUPT (failed its digest: out of the vector until repaired) and DEAD (superseded by a
+repair or a duplicate copy). This module does no I/O; `base.IndexedStore` drives it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+from array import array
+
+import blake3
+
+from meshstream.clocks import Dot, VersionVector
+from meshstream.envelope import Event
+
+LIVE, LOSER, CORRUPT, DEAD = 0, 1, 2, 3
+HELD_STATES = (LIVE, LOSER)
+NO_POSITION = 0xFFFFFFFF
+NO_STREAM = 0xFFFFFFFF
+BUCKET_SHIFT = 52  # 4096 buckets: ~250 entries each at 1M keys, cheap array inserts
+BUCKETS = 1 << (64 - BUCKET_SHIFT)
+
+
+def key_hash(stream: str, key: bytes) -> int:
+    """A stable 64-bit hash of a natural key (stable across processes, for snapshots)."""
+    digest = blake3.blake3(stream.encode("utf-8") + b"\x00" + key).digest(length=8)
+    return int.from_bytes(digest, "little")
+
+
+class KeyIndex:
+    """Natural key hash -> rids. Equal hashes are possible: callers check the key."""
+
+    __slots__ = ("hashes", "rids")
+
+    def __init__(self) -> None:
+        self.hashes = [array("Q") for _ in range(BUCKETS)]
+        self.rids = [array("I") for _ in range(BUCKETS)]
+
+    def add(self, hashed: int, rid: int) -> None:
+        bucket = hashed >> BUCKET_SHIFT
+        hashes = self.hashes[bucket]
+        if not hashes or hashed >= hashes[-1]:
+            hashes.append(hashed)
+            self.rids[bucket].append(rid)
+            return
+        position = bisect.bisect_right(hashes, hashed)
+        hashes.insert(position, hashed)
+        self.rids[bucket].insert(position, rid)
+
+    def candidates(self, hashed: int) -> list[int]:
+        bucket = hashed >> BUCKET_SHIFT
+        hashes = self.hashes[bucket]
+        position = bisect.bisect_left(hashes, hashed)
+        found = []
+        while position < len(hashes) and hashes[position] == hashed:
+            found.append(self.rids[bucket][position])
+            position += 1
+        return found
+
+    def to_cbor(self) -> list:
+        sizes = array("I", (len(hashes) for hashes in self.hashes))
+        hashes = b"".join(part.tobytes() for part in self.hashes)
+        rids = b"".join(part.tobytes() for part in self.rids)
+        return [sizes.tobytes(), hashes, rids]
+
+    @classmethod
+    def from_cbor(cls, value: list) -> "KeyIndex":
+        index = cls()
+        sizes, hashes, rids = array("I"), array("Q"), array("I")
+        sizes.frombytes(value[0])
+        hashes.frombytes(value[1])
+        rids.frombytes(value[2])
+        start = 0
+        for bucket, size in enumerate(sizes):
+            index.hashes[bucket] = hashes[start:start + size]
+            index.rids[bucket] = rids[start:start + size]
+            start += size
+        return index
+
+
+class PeerLog:
+    """The dots one peer sequenced in one stream: counters, rids, order positions."""
+
+    __slots__ = ("counters", "rids", "positions")
+
+    def __init__(self) -> None:
+        self.counters = array("Q")
+        self.rids = array("I")
+        self.positions = array("I")
+
+    def index_of(self, counter: int) -> int:
+        counters = self.counters
+        if counters and counters[-1] == counter:
+            return len(counters) - 1
+        position = bisect.bisect_left(counters, counter)
+        return position if position < len(counters) and counters[position] == counter else -1
+
+    def insert(self, counter: int, rid: int, position: int) -> None:
+        counters = self.counters
+        if not counters or counter > counters[-1]:
+            counters.append(counter)
+            self.rids.append(rid)
+            self.positions.append(position)
+            return
+        at = bisect.bisect_left(counters, counter)
+        counters.insert(at, counter)
+        self.rids.insert(at, rid)
+        self.positions.insert(at, position)
+
+
+class StreamIndex:
+    """One stream: canonical order (rids), per-peer logs, contiguous vector, counts."""
+
+    __slots__ = ("name", "sid", "order", "dirty", "logs", "vector", "served_max", "served")
+
+    def __init__(self, name: str, sid: int) -> None:
+        self.name = name
+        self.sid = sid
+        self.order = array("I")
+        self.dirty = False
+        self.logs: dict[str, PeerLog] = {}
+        self.vector: dict[str, int] = {}
+        self.served_max: dict[str, int] = {}
+        self.served = 0
+
+    def covers_all(self, context: VersionVector) -> bool:
+        """True when `context` names every served event: a new event then goes last."""
+        get = context.get
+        for peer, counter in self.served_max.items():
+            if get(peer, 0) < counter:
+                return False
+        return True
+
+    def version_vector(self) -> VersionVector:
+        return VersionVector(self.vector)
+
+    def to_cbor(self) -> list:
+        logs = [[peer, log.counters.tobytes(), log.rids.tobytes(), log.positions.tobytes()]
+                for peer, log in sorted(self.logs.items())]
+        return [self.name, self.order.tobytes(), self.dirty, logs, sorted(self.vector.items()),
+                sorted(self.served_max.items()), self.served]
+
+    @classmethod
+    def from_cbor(cls, sid: int, value: list) -> "StreamIndex":
+        name, order, dirty, logs, vector, served_max, served = value
+        stream = cls(name, sid)
+        stream.order.frombytes(order)
+        stream.dirty = dirty
+        for peer, counters, rids, positions in logs:
+            log = stream.logs[peer] = PeerLog()
+            log.counters.frombytes(counters)
+            log.rids.frombytes(rids)
+            log.positions.frombytes(positions)
+        stream.vector = dict(vector)
+        stream.served_max = dict(served_max)
+        stream.served = served
+        return stream
+
+
+class StoreIndex:
+    """Every index of one store, and the transitions that keep them consistent."""
+
+    def __init__(self) -> None:
+        self.streams: list[StreamIndex] = []
+        self.stream_ids: dict[str, int] = {}
+        self.peer_names: list[str] = []
+        self.peer_ids: dict[str, int] = {}
+        self.rid_stream = array("I")
+        self.rid_peer = array("I")
+        self.rid_counter = array("Q")
+        self.rid_state = bytearray()
+        self.rid_keyhash = array("Q")
+        self.keys = KeyIndex()
+        self.changed_streams: set[int] = set()  # vectors changed since the last shard digest
+
+    # -- lookups --
+    def stream(self, name: str) -> StreamIndex | None:
+        sid = self.stream_ids.get(name)
+        return None if sid is None else self.streams[sid]
+
+    def records(self) -> int:
+        return len(self.rid_state)
+
+    def dot_of(self, rid: int) -> Dot:
+        return Dot(self.peer_names[self.rid_peer[rid]], self.rid_counter[rid])
+
+    def rid_of_dot(self, stream: StreamIndex, dot: Dot) -> int:
+        """The rid holding `dot` in `stream` (in any state), or -1."""
+        log = stream.logs.get(dot.peer)
+        if log is None:
+            return -1
+        index = log.index_of(dot.counter)
+        return -1 if index < 0 else log.rids[index]
+
+    # -- registering records --
+    def _stream_for(self, name: str) -> StreamIndex:
+        sid = self.stream_ids.get(name)
+        if sid is None:
+            sid = self.stream_ids[name] = len(self.streams)
+            self.streams.append(StreamIndex(name, sid))
+        return self.streams[sid]
+
+    def _peer_id(self, peer: str) -> int:
+        pid = self.peer_ids.get(peer)
+        if pid is None:
+            pid = self.peer_ids[peer] = len(self.peer_names)
+            self.peer_names.append(peer)
+        return pid
+
+    def _register(self, sid: int, dot: Dot, state: int, hashed: int) -> int:
+        rid = len(self.rid_state)
+        self.rid_stream.append(sid)
+        self.rid_peer.append(self._peer_id(dot.peer))
+        self.rid_counter.append(dot.counter)
+        self.rid_state.append(state)
+        self.rid_keyhash.append(hashed)
+        return rid
+
+    def register_unknown(self) -> int:
+        """A rid for a record too damaged to say what it was (found by a full scan)."""
+        rid = len(self.rid_state)
+        self.rid_stream.append(NO_STREAM)
+        self.rid_peer.append(0)
+        self.rid_counter.append(0)
+        self.rid_state.append(CORRUPT)
+        self.rid_keyhash.append(0)
+        return rid
+
+    def add_event(self, event: Event, hashed: int) -> int:
+        """Register a new LIVE event record; returns its rid."""
+        stream = self._stream_for(event.stream)
+        dot = event.dot
+        rid = self._register(stream.sid, dot, LIVE, hashed)
+        self.keys.add(hashed, rid)
+        stream.served += 1
+        if stream.served_max.get(dot.peer, 0) < dot.counter:
+            goes_last = not stream.dirty and stream.covers_all(event.context)
+            stream.served_max[dot.peer] = dot.counter
+        else:
+            goes_last = False
+        self._place(stream, dot, rid, goes_last)
+        return rid
+
+    def add_loser_dot(self, stream_name: str, dot: Dot) -> int:
+        """Register a dot-only record (a conflict loser's dot); returns its rid."""
+        stream = self._stream_for(stream_name)
+        rid = self._register(stream.sid, dot, LOSER, 0)
+        self._place(stream, dot, rid, False)
+        return rid
+
+    def _place(self, stream: StreamIndex, dot: Dot, rid: int, goes_last: bool) -> None:
+        """Put `rid` in the peer log (over a corrupt or dead holder of the same dot)."""
+        log = stream.logs.get(dot.peer)
+        if log is None:
+            log = stream.logs[dot.peer] = PeerLog()
+        live = self.rid_state[rid] == LIVE
+        index = log.index_of(dot.counter)
+        if index >= 0:  # a repair: take over the old holder's place in the order if it had one
+            position = log.positions[index]
+            log.rids[index] = rid
+            if live and position != NO_POSITION and not stream.dirty:
+                stream.order[position] = rid
+            else:
+                log.positions[index] = NO_POSITION
+                stream.dirty = stream.dirty or live
+        elif live and goes_last:
+            log.insert(dot.counter, rid, len(stream.order))
+            stream.order.append(rid)
+        else:
+            log.insert(dot.counter, rid, NO_POSITION)
+            stream.dirty = stream.dirty or live
+        self._advance_vector(stream, dot.peer, log)
+
+    def _advance_vector(self, stream: StreamIndex, peer: str, log: PeerLog) -> None:
+        held = stream.vector.get(peer, 0)
+        start = log.index_of(held + 1)
+        if start < 0:
+            return
+        counters, rids, states = log.counters, log.rids, self.rid_state
+        index = start
+        while index < len(counters) and counters[index] == held + 1 and states[rids[index]] in HELD_STATES:
+            held += 1
+            index += 1
+        stream.vector[peer] = held
+        self.changed_streams.add(stream.sid)
+
+    # -- state changes --
+    def set_state(self, rid: int, state: int) -> None:
+        """Move a record to `state`, keeping served counts, order and vectors right."""
+        old = self.rid_state[rid]
+        if old == state:
+            return
+        self.rid_state[rid] = state
+        sid = self.rid_stream[rid]
+        if sid == NO_STREAM:
+            return
+        stream = self.streams[sid]
+        if old == LIVE:
+            stream.served -= 1
+        peer, counter = self.peer_names[self.rid_peer[rid]], self.rid_counter[rid]
+        log = stream.logs.get(peer)
+        index = -1 if log is None else log.index_of(counter)
+        if index < 0 or log.rids[index] != rid:
+            return  # superseded: another record holds this dot now
+        if old == LIVE and state != CORRUPT and log.positions[index] != NO_POSITION:
+            stream.dirty = True  # leaves the order (a corrupt record keeps its place: reads skip it)
+        if old in HELD_STATES and state not in HELD_STATES and counter <= stream.vector.get(peer, 0):
+            if counter > 1:
+                stream.vector[peer] = counter - 1
+            else:
+                del stream.vector[peer]
+            self.changed_streams.add(sid)
+
+    def mark_corrupt(self, rid: int) -> None:
+        """A record failed its digest: stop serving it; its dot becomes a gap."""
+        if self.rid_state[rid] in HELD_STATES:
+            self.set_state(rid, CORRUPT)
+
+    def set_order(self, stream: StreamIndex, rids: list[int]) -> None:
+        """Install a freshly computed canonical order (of LIVE rids)."""
+        stream.order = array("I", rids)
+        positions = {rid: position for position, rid in enumerate(rids)}
+        for log in stream.logs.values():
+            log.positions = array("I", (positions.get(rid, NO_POSITION) for rid in log.rids))
+        stream.dirty = False
+
+    # -- snapshot --
+    def to_cbor(self) -> dict:
+        return {
+            "byteorder": sys.byteorder,
+            "peers": self.peer_names,
+            "rid_stream": self.rid_stream.tobytes(),
+            "rid_peer": self.rid_peer.tobytes(),
+            "rid_counter": self.rid_counter.tobytes(),
+            "rid_state": bytes(self.rid_state),
+            "rid_keyhash": self.rid_keyhash.tobytes(),
+            "keys": self.keys.to_cbor(),
+            "streams": [stream.to_cbor() for stream in self.streams],
+        }
+
+    @classmethod
+    def from_cbor(cls, value: dict) -> "StoreIndex":
+        """Rebuild from `to_cbor` output. Raises ValueError/KeyError/TypeError if malformed."""
+        if value["byteorder"] != sys.byteorder:
+            raise ValueError("snapshot written on another byte order")
+        index = cls()
+        index.peer_names = list(value["peers"])
+        index.peer_ids = {peer: pid for pid, peer in enumerate(index.peer_names)}
+        for name in ("rid_stream", "rid_peer", "rid_counter", "rid_keyhash"):
+            getattr(index, name).frombytes(value[name])
+        index.rid_state = bytearray(value["rid_state"])
+        index.keys = KeyIndex.from_cbor(value["keys"])
+        index.streams = [StreamIndex.from_cbor(sid, item) for sid, item in enumerate(value["streams"])]
+        index.stream_ids = {stream.name: stream.sid for stream in index.streams}
+        records = len(index.rid_state)
+        if not all(len(getattr(index, name)) == records
+                   for name in ("rid_stream", "rid_peer", "rid_counter", "rid_keyhash")):
+            raise ValueError("snapshot arrays disagree in length")
+        index.changed_streams = set(range(len(index.streams)))
+        return index
