@@ -8,8 +8,8 @@ earlier one). A crash bumps the disk's generation, so queued completions of the 
 process find a stale generation and do nothing: their events are lost, as unsynced writes
 are. What is in the store survives and the restarted node recovers from it.
 
-`corrupt(rng, count)` flips stored records through the store's test hook, which the
-MemoryStore offers as `corrupt_record(stream, dot)` (or `corrupt(stream, key)`).
+`corrupt(rng, count)` flips stored records through the store's hook, MemoryStore's
+`damage(stream, key)`: the store then treats the record as one that failed its digest.
 """
 
 from __future__ import annotations
@@ -78,10 +78,7 @@ def _all_events(store: object, stream: str) -> list[Event]:
 
 
 def _corrupt_hook(store: object) -> Callable[[str, Event], None] | None:
-    by_dot = getattr(store, "corrupt_record", None)
-    if by_dot is not None:
-        return lambda stream, event: by_dot(stream, event.dot)
-    by_key = getattr(store, "corrupt", None)
-    if by_key is not None:
-        return lambda stream, event: by_key(stream, event.key)
-    return None
+    damage = getattr(store, "damage", None)
+    if damage is None:
+        return None
+    return lambda stream, event: damage(stream, event.key)

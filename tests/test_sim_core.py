@@ -20,6 +20,7 @@ from meshstream.ids import shard_of
 from meshstream.ordering import canonical_order
 from meshstream.protocol.effects import Journal, Persist, Reply, Send
 from meshstream.store.api import AppendResult
+from meshstream.store.memory import MemoryStore
 from meshstream.wire.messages import AppendReply, AppendRequest, Appended, ReadReply, ReadRequest
 from meshstream.wire.schema import MESSAGE_KINDS, message
 from simulations.network import Network
@@ -87,7 +88,7 @@ class DictStore:
     def event_count(self, stream):
         return len(self.read(stream, VersionVector(), 10**9))
 
-    def corrupt(self, stream, key):
+    def damage(self, stream, key):
         self.corrupted.add((stream, key))
 
 
@@ -234,7 +235,8 @@ acked_min = 50
 
 
 def run(text, seed=None, **kw):
-    return Simulation(parse_scenario(text), seed, node_factory=FakeNode, store_factory=DictStore, **kw).run()
+    store = kw.pop("store_factory", MemoryStore)
+    return Simulation(parse_scenario(text), seed, node_factory=FakeNode, store_factory=store, **kw).run()
 
 
 def test_smoke_with_fake_node_passes_and_counts():
@@ -365,3 +367,10 @@ def test_cli_exit_codes_and_seed_first(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "cluster.x: unknown key" in captured.err and captured.err.count("\n") == 1
     assert main([str(tmp_path / "missing.toml")]) == 2
+
+
+def test_dict_store_and_memory_store_give_the_same_run():
+    with_memory = run(SMOKE)
+    with_dict = run(SMOKE, store_factory=DictStore)
+    assert with_memory.ok and with_dict.ok
+    assert with_memory.trace_digest == with_dict.trace_digest
