@@ -243,6 +243,10 @@ class StoreIndex:
         self.rid_keyhash.append(0)
         return rid
 
+    def register_dead(self, stream_name: str, dot: Dot) -> int:
+        """A rid for a record that adds nothing (a duplicate copy of a held dot)."""
+        return self._register(self._stream_for(stream_name).sid, dot, DEAD, 0)
+
     def add_event(self, event: Event, hashed: int) -> int:
         """Register a new LIVE event record; returns its rid."""
         stream = self._stream_for(event.stream)

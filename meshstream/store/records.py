@@ -200,6 +200,14 @@ def scan_segment(data: bytes, start: int = 0) -> Iterator[Scanned]:
         offset = following
 
 
+def check_record(data: bytes) -> str:
+    """"" when `data` is exactly one sound record, else why not."""
+    checked = _check_at(data, 0, len(data))
+    if isinstance(checked, str):
+        return checked
+    return "" if checked[1] == len(data) else "record length does not match its index entry"
+
+
 def corrupt_error(segment: str, offset: int, reason: str) -> CorruptRecord:
     return CorruptRecord(f"corrupt record in segment {segment} at offset {offset}: {reason}",
                          segment=segment, offset=offset)
