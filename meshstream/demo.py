@@ -95,6 +95,17 @@ class PeerProcess:
             return ""
 
 
+def start_mesh(root: str, count: int, extra_args: Sequence[str] = ()) -> list[PeerProcess]:
+    """Start peers n1..n<count> under `root`, every one joining n1 (the seed)."""
+    peers = [PeerProcess("n1", os.path.join(root, "n1", "data"), extra_args=extra_args)]
+    for index in range(2, count + 1):
+        peers.append(PeerProcess(f"n{index}", os.path.join(root, f"n{index}", "data"), join=[peers[0].address],
+                                 extra_args=extra_args))
+    for peer in peers:
+        peer.start()
+    return peers
+
+
 async def wait_until(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
     """Poll `check()` until it returns something truthy; TimeoutError naming `what` if it
     has not within `timeout_s`. Exceptions from `check` count as not yet."""

@@ -1,0 +1,107 @@
+"""Client throughput and latency against real peer processes on loopback.
+
+    python bench/client_bench.py [--events N] [--in-flight K] [--batch B]
+
+1. One peer, ack=master, batches of B events with K batches in flight (target 50,000/s).
+2. Three peers, replication factor 3, ack=all, same load (target 25,000/s).
+3. Three peers, ack=all, single-event appends one at a time: latency p50 (< 2 ms) and
+   p99 (< 10 ms).
+Events carry 200 bytes of data. Each figure is printed beside its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import trio
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from meshstream.client import make_item, open_client  # noqa: E402
+from meshstream.demo import all_see, live_members, start_mesh, wait_until  # noqa: E402
+
+DATA = b"x" * 200
+
+
+async def throughput(addresses, events, batch, in_flight, ack):
+    async with open_client(addresses, retry_timeout_s=30) as client:
+        await client.append("bench", DATA, ack=ack)  # elects the shard's master first
+        per_task = events // in_flight
+
+        async def worker(index):
+            done = 0
+            while done < per_task:
+                size = min(batch, per_task - done)
+                await client.append_batch(f"bench", [make_item(DATA) for _ in range(size)], ack=ack)
+                done += size
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for index in range(in_flight):
+                nursery.start_soon(worker, index)
+        return per_task * in_flight / (time.perf_counter() - start)
+
+
+async def latency(addresses, count, ack):
+    async with open_client(addresses, retry_timeout_s=30) as client:
+        await client.append("latency", DATA, ack=ack)
+        samples = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await client.append("latency", DATA, ack=ack)
+            samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+
+
+async def mesh_ready(peers):
+    names = sorted(p.name for p in peers)
+    await wait_until(lambda: all_see(peers, lambda v: live_members(v) == names), 30, "the mesh to form")
+
+
+def line(what, value, unit, target, ok):
+    print(f"{what:<58} {value:>10.1f} {unit:<9} target {target:<12} {'met' if ok else 'MISSED'}", flush=True)
+
+
+async def main_async(args):
+    with tempfile.TemporaryDirectory(prefix="meshstream-bench-") as root:
+        peers = start_mesh(os.path.join(root, "one"), 1)
+        try:
+            await mesh_ready(peers)
+            rate = await throughput([p.address for p in peers], args.events, args.batch, args.in_flight, "master")
+            line(f"1 peer, ack=master, batch {args.batch} x {args.in_flight} in flight", rate, "events/s",
+                 ">= 50,000", rate >= 50_000)
+        finally:
+            for peer in peers:
+                peer.kill()
+        peers = start_mesh(os.path.join(root, "three"), 3, ["--replication-factor", "3"])
+        try:
+            await mesh_ready(peers)
+            addresses = [p.address for p in peers]
+            rate = await throughput(addresses, args.events, args.batch, args.in_flight, "all")
+            line(f"3 peers rf=3, ack=all, batch {args.batch} x {args.in_flight} in flight", rate, "events/s",
+                 ">= 25,000", rate >= 25_000)
+            p50, p99 = await latency(addresses, args.latency_samples, "all")
+            line("3 peers rf=3, ack=all, single append latency p50", p50, "ms", "< 2 ms", p50 < 2)
+            line("3 peers rf=3, ack=all, single append latency p99", p99, "ms", "< 10 ms", p99 < 10)
+        finally:
+            for peer in peers:
+                peer.kill()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--in-flight", type=int, default=8)
+    parser.add_argument("--latency-samples", type=int, default=2000)
+    trio.run(main_async, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
