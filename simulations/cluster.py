@@ -92,6 +92,7 @@ class SimCluster:
         self.timeline: list[TimelineEntry] = []
         self.stats = Stats()
         self.holders: dict[tuple[str, bytes], set[str]] = {}  # natural key -> peers that made it durable
+        self.send_observers: list[Callable[[float, str, str, object], None]] = []  # benches watch sends
 
     # -- peers --
     def add_peer(self, name: str, seeds: Sequence[str]) -> SimPeer:
@@ -179,6 +180,8 @@ class SimCluster:
             self._arm(peer)
 
     def _send(self, src: str, address: str | None, message: object) -> None:
+        for observe in self.send_observers:
+            observe(self.loop.now, src, address, message)
         data = message_to_bytes(message)
         kind = type(message).__name__
         if address is None or address not in self.peers:

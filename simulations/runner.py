@@ -97,6 +97,12 @@ class Simulation:
                 self.cluster.clients[reader.client] = reader
 
     def run(self) -> Result:
+        self.start()
+        self.loop.run_until(self.scenario.duration_s)
+        return self.finish()
+
+    def start(self, sample: bool = True) -> None:
+        """Start the peers and clients and schedule the faults (benches then step the loop)."""
         scenario = self.scenario
         names = [f"n{i}" for i in range(1, scenario.cluster.nodes + 1)]
         for name in names:
@@ -107,9 +113,12 @@ class Simulation:
             reader.start()
         for fault in scenario.faults:
             self.loop.at(fault.at_s, lambda fault=fault: self.faults.apply(fault))
-        interval_s = SAMPLE_INTERVAL_S if scenario.cluster.nodes <= LARGE_MESH_PEERS else SAMPLE_INTERVAL_LARGE_S
-        self._schedule_samples(interval_s)
-        self.loop.run_until(scenario.duration_s)
+        if sample:
+            large = scenario.cluster.nodes > LARGE_MESH_PEERS
+            self._schedule_samples(SAMPLE_INTERVAL_LARGE_S if large else SAMPLE_INTERVAL_S)
+
+    def finish(self) -> Result:
+        """Take the last sample and compute the end-of-run checks."""
         self.sampler.sample()
         return self._result()
 
