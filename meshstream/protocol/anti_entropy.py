@@ -1,0 +1,146 @@
+"""Anti-entropy: push-pull reconciliation of shards and `$topology` with one partner.
+
+Every `gossip_interval_s` the node picks a random live partner that shares a shard with it
+and sends a `SyncOffer`: one 16-byte digest per shard either of them replicates, and the
+`$topology` digest. Equal digests end the round there, so an in-sync round costs the same
+bytes at a thousand events as at a million. For a differing shard, each side that
+replicates it sends a `SyncPull` with its per-stream version vectors; the other answers
+with `SyncEvents` carrying exactly the events that vector lacks (`store.events_missing`),
+cut at `anti_entropy_batch_events_max` events or `anti_entropy_batch_bytes_max` bytes.
+A cut batch says `more`: the receiver starts the next round with the same partner as soon
+as the batch is durable, so catch-up runs at disk speed, not one batch per interval.
+
+A peer pulls each shard from one partner at a time (`_pulling`, with an expiry), so two
+partners that both notice a returning peer do not both send it the same events: catch-up
+costs little more than the bytes of what was missing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from meshstream.clocks import VersionVector
+from meshstream.envelope import Event
+from meshstream.ids import TOPOLOGY_STREAM
+from meshstream.protocol.effects import Effect, Send
+from meshstream.wire.replication_messages import ShardDigest, StreamVector, SyncEvents, SyncOffer, SyncPull
+
+if TYPE_CHECKING:
+    from meshstream.protocol.node import Node
+
+TOPOLOGY_SHARD = -1  # the key of `$topology` in `_pulling`
+PULL_LOCK_INTERVALS = 4  # a pull unanswered for this many gossip intervals is given up
+EVENT_OVERHEAD_BYTES = 8  # CBOR framing of one envelope inside a batch
+
+
+class AntiEntropy:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self._round = 0
+        self._pulling: dict[int, tuple[str, float]] = {}  # shard -> (partner, expiry)
+
+    # -- queries --
+    def pulling(self, shard: int, now: float) -> bool:
+        entry = self._pulling.get(shard)
+        return entry is not None and entry[1] > now
+
+    # -- starting a round --
+    def choose_partner(self) -> str | None:
+        node = self.node
+        live = [p for p in node.topology.live_peers() if p != node.name]
+        if not live:
+            return None
+        mine = node.responsible_shards(node.name)
+        sharing = [p for p in live if mine & node.responsible_shards(p)]
+        return node.rng.choice(sharing or live)
+
+    def start_round(self, partner: str, now: float) -> list[Effect]:
+        node = self.node
+        self._round += 1
+        shards = node.responsible_shards(node.name) | node.responsible_shards(partner)
+        digests = tuple(ShardDigest(s, node.shard_digest(s)) for s in sorted(shards))
+        return [Send(partner, SyncOffer(self._round, digests, node.log.digest()))]
+
+    # -- B's side: an offer arrives --
+    def on_offer(self, src: str, offer: SyncOffer, now: float) -> list[Effect]:
+        node = self.node
+        mine = node.responsible_shards(node.name)
+        theirs = node.responsible_shards(src)
+        differing = [d.shard for d in offer.digests if d.shard < (node.topology.shards or 0)
+                     and node.shard_digest(d.shard) != d.digest]
+        topology_differs = offer.topology_digest != node.log.digest()
+        if not topology_differs:
+            node.topology_synced_with(src, now)
+        want = [s for s in differing if s in mine]
+        give = tuple(s for s in differing if s in theirs)
+        if not want and not give and not topology_differs:
+            return []
+        pull = self._pull(offer.round_id, src, want, topology_differs, now)
+        message = SyncPull(offer.round_id, pull.shards, pull.vectors, pull.topology, give, topology_differs)
+        return [Send(src, message)]
+
+    def _pull(self, round_id: int, src: str, shards: list[int], topology: bool, now: float) -> SyncPull:
+        """A pull for those of `shards` (and `$topology`) not already pulled from another."""
+        expiry = now + PULL_LOCK_INTERVALS * self.node.config.gossip_interval_s
+        free = [s for s in shards if not self._locked_by_other(s, src, now)]
+        for shard in free:
+            self._pulling[shard] = (src, expiry)
+        vector = None
+        if topology and not self._locked_by_other(TOPOLOGY_SHARD, src, now):
+            self._pulling[TOPOLOGY_SHARD] = (src, expiry)
+            vector = self.node.log.vector
+        vectors = tuple(
+            StreamVector(stream, self.node.store.version_vector(stream))
+            for shard in free for stream in self.node.streams_in(shard)
+        )
+        return SyncPull(round_id, tuple(free), vectors, vector, (), False)
+
+    def _locked_by_other(self, shard: int, src: str, now: float) -> bool:
+        entry = self._pulling.get(shard)
+        return entry is not None and entry[0] != src and entry[1] > now
+
+    # -- either side: a pull arrives --
+    def on_pull(self, src: str, pull: SyncPull, now: float) -> list[Effect]:
+        node = self.node
+        limit_shards = node.topology.shards or 0
+        shards = sorted({s for s in pull.shards if 0 <= s < limit_shards})
+        events, more = self._collect(shards, pull, src)
+        effects: list[Effect] = [Send(src, SyncEvents(pull.round_id, tuple(events), more))]
+        mine = node.responsible_shards(node.name)
+        want = [s for s in pull.answer_shards if 0 <= s < limit_shards and s in mine]
+        if want or pull.answer_topology:
+            answer = self._pull(pull.round_id, src, want, pull.answer_topology, now)
+            if answer.shards or answer.topology is not None:
+                effects.append(Send(src, answer))
+        return effects
+
+    def _collect(self, shards: list[int], pull: SyncPull, src: str) -> tuple[list[Event], bool]:
+        """The events the puller lacks, up to the batch bounds; True when cut short."""
+        config = self.node.config
+        events_max = config.anti_entropy_batch_events_max
+        budget = config.anti_entropy_batch_bytes_max
+        theirs = {v.stream: v.vector for v in pull.vectors}
+        found: list[Event] = []
+        sources: list[tuple[str, VersionVector]] = []
+        if pull.topology is not None:
+            sources.append((TOPOLOGY_STREAM, pull.topology))
+        for shard in shards:
+            sources += [(s, theirs.get(s, VersionVector())) for s in self.node.streams_in(shard)]
+        for stream, vector in sources:
+            room = events_max - len(found)
+            candidates = self.node.missing_events(stream, vector, room + 1)
+            for event in candidates:
+                cost = event.size() + EVENT_OVERHEAD_BYTES
+                if len(found) >= events_max or (found and cost > budget):
+                    return found, True
+                found.append(event)
+                budget -= cost
+        return found, False
+
+    # -- the puller: events arrive --
+    def on_events(self, src: str, batch: SyncEvents, now: float) -> list[Effect]:
+        for shard in sorted(self._pulling):
+            if self._pulling[shard][0] == src:
+                del self._pulling[shard]
+        effects = self.node.take_events(src, batch.events, now, ("sync", src, batch.more))
+        return effects

@@ -1,0 +1,510 @@
+"""The node: one peer's sans-IO core, joining membership, topology, writes and repair.
+
+Inputs are facts (`receive`, `client_request`, `persisted`, `tick`); outputs are effects
+(`Send`, `SendTo`, `Persist`, `Reply`, `Deliver`, `Journal`) and `next_deadline()`. The
+node never reads a clock or touches I/O; `now` and a seeded `random.Random` come in.
+
+Parts, each in its own module:
+- `TopologyLog` (`topology_log`): the `$topology` stream in memory and its fold; the node
+  is the `MembershipHost` that sequences and absorbs topology events through it.
+- `Membership` (`membership`): SWIM probing, joins and piggybacked topology gossip.
+- `Writes` (`replication`): validating, routing, sequencing and acknowledging appends.
+- `AntiEntropy` (`anti_entropy`): push-pull repair of shards and `$topology`.
+
+Dots: each process sequences as a fresh *writer* `name.k`, with k above every writer of
+this peer found in the store. A restart may have lost unsynced events that were already
+pushed to replicas; a fresh writer can never reuse one of their dots. The writer may only
+sequence data once one of its own topology events is durable, so the next process is sure
+to see it and pick k + 1.
+
+Mastership: a peer sequences a shard only while the fold names it the live master, it is
+caught up on `$topology` with some peer (a restarted former master must first learn of
+the newer epoch), and its writer is durable. After any change of the view the node
+publishes the elections `topology.election.claims` asks of it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+
+from meshstream import ids
+from meshstream.clocks import Dot, VersionVector
+from meshstream.config import Config
+from meshstream.envelope import Event
+from meshstream.errors import CorruptRecord, LocalProtocolError, RemoteProtocolError
+from meshstream.ids import TOPOLOGY_STREAM
+from meshstream.protocol.anti_entropy import AntiEntropy
+from meshstream.protocol.effects import Deliver, Effect, Journal, Persist, Reply, Send
+from meshstream.protocol.membership import Membership
+from meshstream.protocol.reads import Reads
+from meshstream.protocol.replication import Writes
+from meshstream.protocol.timers import Timers
+from meshstream.protocol.topology_log import TopologyLog
+from meshstream.store.api import EventStore
+from meshstream.wire.messages import AppendItem, AppendRequest, ReadRequest, StatusReply, StatusRequest
+from meshstream.wire.messages import TopologyReply, TopologyRequest
+from meshstream.wire.replication_messages import (
+    ForwardAppend,
+    ForwardReply,
+    Replicate,
+    ReplicateAck,
+    SyncEvents,
+    SyncOffer,
+    SyncPull,
+)
+from topology import election
+from topology.events import MasterElected, MeshConfigured, TopologyFact
+from topology.fold import TopologyState
+
+SCRUB_INTERVAL_S = 1.0  # scrub in one-second slices of scrub_records_per_s
+SETTLE_ROUNDS_MAX = 4  # elections published per input converge in one or two rounds
+WRITER_CHARS_MAX = 64  # a dot's peer field is at most 64 characters
+
+
+class Node:
+    def __init__(self, name: str, address: str, config: Config, rng: random.Random,
+                 store: EventStore, seeds: Sequence[str] = ()) -> None:
+        self.name = ids.validate_peer_name(name)
+        self.address = address
+        self.config = config
+        self.rng = rng
+        self.store = store
+        self.seeds = tuple(seeds)
+        self.eager_push = True  # off only to measure anti-entropy alone (epidemic bench)
+        self.log = TopologyLog(name)
+        self.membership = Membership(name, address, config, random.Random(rng.getrandbits(64)), self)
+        self.timers = Timers()
+        self.writes = Writes(self)
+        self.anti_entropy = AntiEntropy(self)
+        self.reads = Reads(self)
+        self._tokens: dict[int, tuple] = {}  # persist token -> what to do when durable
+        self._token_events: dict[int, tuple[list[Event], list[Event]]] = {}  # (all, fresh)
+        self._next_token = 0
+        self.unpersisted: dict[tuple[str, bytes], Event] = {}  # natural key -> event in flight
+        self._unpersisted_dots: set[tuple[str, Dot]] = set()
+        self._losers: dict[str, dict[Dot, Event]] = {}  # data conflict losers, for partners
+        self._heads: dict[str, Dot] = {}  # the last dot this writer sequenced per stream
+        self._streams_by_shard: dict[int, set[str]] = {}
+        self._indexed_shards: int | None = None
+        self._placement_cache: tuple[int, dict[str, frozenset[int]], dict[int, tuple[str, ...]]] | None = None
+        self._settled_version = -1
+        self._writer_durable = False
+        self._topology_synced = False
+        self._leaving = False
+        self._next_gossip: float | None = None
+        self._next_scrub: float | None = None
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def topology(self) -> TopologyState:
+        return self.log.state
+
+    @property
+    def writer(self) -> str:
+        return self.log.writer
+
+    def address_of(self, peer: str) -> str | None:
+        member = self.topology.member(peer)
+        return member.address if member is not None and member.address else None
+
+    def shard_of(self, stream: str) -> int | None:
+        shards = self.topology.shards
+        return None if shards is None else ids.shard_of(stream, shards)
+
+    def master_of(self, stream: str) -> str | None:
+        shard = self.shard_of(stream)
+        return None if shard is None else self.topology.live_master(shard)
+
+    def can_sequence(self) -> bool:
+        return self._writer_durable and self._topology_synced and not self._leaving
+
+    def placement(self, shard: int | None) -> tuple[str, ...]:
+        """The shard's replica set, plus its live master if that is not among them."""
+        if shard is None:
+            return ()
+        return self._placements()[1][shard]
+
+    def responsible_shards(self, peer: str) -> frozenset[int]:
+        """The shards `peer` replicates or masters, in this peer's view."""
+        return self._placements()[0].get(peer, frozenset())
+
+    def _placements(self) -> tuple[dict[str, frozenset[int]], dict[int, tuple[str, ...]]]:
+        version = self.topology.version
+        if self._placement_cache is None or self._placement_cache[0] != version:
+            by_shard: dict[int, tuple[str, ...]] = {}
+            by_peer: dict[str, set[int]] = {}
+            for shard in range(self.topology.shards or 0):
+                peers = self.topology.replica_set(shard)
+                master = self.topology.live_master(shard)
+                if master is not None and master not in peers:
+                    peers = peers + (master,)
+                by_shard[shard] = peers
+                for peer in peers:
+                    by_peer.setdefault(peer, set()).add(shard)
+            frozen = {peer: frozenset(shards) for peer, shards in by_peer.items()}
+            self._placement_cache = (version, frozen, by_shard)
+        return self._placement_cache[1], self._placement_cache[2]
+
+    def quorum_reachable(self, placement: Sequence[str], needed: int) -> bool:
+        """Enough live replicas, and this peer on the majority side of the membership."""
+        live = self.topology.live_set()
+        failed = sum(1 for m in self.topology.members().values() if m.status == "failed")
+        on_majority_side = 2 * len(live) > len(live) + failed
+        return on_majority_side and sum(1 for p in placement if p in live) >= needed
+
+    def shard_digest(self, shard: int) -> bytes:
+        return self.store.shard_digest(shard, self.topology.shards)
+
+    def streams_in(self, shard: int) -> list[str]:
+        self._index_streams()
+        return sorted(self._streams_by_shard.get(shard, ()))
+
+    def missing_events(self, stream: str, vector: VersionVector, limit: int) -> list[Event]:
+        """Up to `limit` events held here whose dots `vector` lacks (conflict losers too)."""
+        if limit <= 0:
+            return []
+        if stream == TOPOLOGY_STREAM:
+            return self.log.missing_for(vector, limit)
+        found = self.store.events_missing(stream, vector, limit)
+        losers = self._losers.get(stream, {})
+        extra = [losers[d] for d in sorted(losers) if not vector.contains(d)]
+        return found + extra[: max(0, limit - len(found))]
+
+    def status(self) -> dict:
+        """A JSON-able document: this peer, the members, and each stream held here."""
+        members = [
+            {"peer": m.peer, "address": m.address, "status": m.status, "incarnation": m.incarnation}
+            for m in self.topology.members().values()
+        ]
+        streams = []
+        for stream in self.store.streams():
+            if stream.startswith(ids.SYSTEM_PREFIX):
+                continue
+            shard = self.shard_of(stream)
+            streams.append({
+                "stream": stream, "shard": shard, "master": self.master_of(stream),
+                "replicas": list(self.placement(shard)), "events": self.store.event_count(stream),
+            })
+        return {
+            "name": self.name, "address": self.address, "writer": self.writer,
+            "shards": self.topology.shards, "replication_factor": self.topology.replication_factor,
+            "synced": self._topology_synced, "members": members, "streams": streams,
+            "appends_in_flight": self.writes.in_flight(),
+            "corrupt_records": len(self.store.corrupt_records()),
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, now: float) -> list[Effect]:
+        """Recover from the store, then join the mesh (or found it, with no seeds)."""
+        self.log = TopologyLog(self._fresh_writer())
+        self.log.load(self.store.read(TOPOLOGY_STREAM, VersionVector(), 1 << 40))
+        own = self.topology.member(self.name)
+        if own is not None:
+            self.membership.incarnation = own.incarnation + 1
+        effects: list[Effect] = []
+        others = [p for p, m in self.topology.members().items() if p != self.name and m.status != "left"]
+        if not self.seeds and self.topology.shards is None:
+            config = MeshConfigured(self.config.shards, self.config.replication_factor)
+            effects += self.publish_fact(config, now)[1]
+        if not self.seeds and not others:
+            self._topology_synced = True
+        seeds = self.seeds or tuple(a for a in (self.address_of(p) for p in others) if a)
+        effects += self.membership.start(now, seeds)
+        self._next_gossip = now + self.config.gossip_interval_s * self.rng.random()
+        self._next_scrub = now + SCRUB_INTERVAL_S
+        return effects + self._settle(now)
+
+    def _fresh_writer(self) -> str:
+        """`name.k` with k above every writer of this peer the store knows."""
+        prefix = self.name + "."
+        highest = 0
+        streams = set(self.store.streams()) | {TOPOLOGY_STREAM}
+        for stream in sorted(streams):
+            for peer in self.store.version_vector(stream):
+                suffix = peer[len(prefix):]
+                if peer.startswith(prefix) and suffix.isdigit():
+                    highest = max(highest, int(suffix))
+        suffix = f".{highest + 1}"
+        return self.name[: WRITER_CHARS_MAX - len(suffix)] + suffix
+
+    def leave(self, now: float) -> list[Effect]:
+        self._leaving = True
+        return self.membership.leave(now) + self._settle(now)
+
+    def next_deadline(self) -> float | None:
+        candidates = [self.membership.next_deadline(), self.timers.next(), self._next_gossip, self._next_scrub]
+        present = [c for c in candidates if c is not None]
+        return min(present) if present else None
+
+    def tick(self, now: float) -> list[Effect]:
+        effects = self.membership.tick(now)
+        for kind, ident in self.timers.pop_due(now):
+            effects += self._on_timer(kind, ident, now)
+        if self._next_gossip is not None and now >= self._next_gossip:
+            self._next_gossip = now + self.config.gossip_interval_s
+            partner = self.anti_entropy.choose_partner()
+            if partner is not None:
+                effects += self.anti_entropy.start_round(partner, now)
+        if self._next_scrub is not None and now >= self._next_scrub:
+            self._next_scrub = now + SCRUB_INTERVAL_S
+            effects += self._scrub()
+        return effects + self._settle(now)
+
+    def _on_timer(self, kind: str, ident: int, now: float) -> list[Effect]:
+        match kind:
+            case "routed":
+                return self.writes.on_routed_deadline(ident, now)
+            case "forward":
+                return self.writes.on_forward_timer(ident, now)
+            case "write":
+                return self.writes.on_write_deadline(ident, now)
+            case "push":
+                return self.writes.on_push_timer(ident, now)
+            case "read":
+                return self.reads.on_deadline(ident, now)
+        raise AssertionError(f"unknown timer kind {kind!r}")
+
+    def _scrub(self) -> list[Effect]:
+        found = self.store.scrub(int(self.config.scrub_records_per_s * SCRUB_INTERVAL_S))
+        return [Journal("corrupt", f"{self.name}: {error}; refetching from a replica") for error in found]
+
+    # ------------------------------------------------------------------ inputs
+    def receive(self, src: str, message: object, now: float) -> list[Effect]:
+        """A message from peer `src`. Raises RemoteProtocolError for one it cannot take."""
+        if Membership.handles(message):
+            effects = self.membership.receive(src, message, now)
+        else:
+            effects = self._receive_replication(src, message, now)
+        return effects + self._settle(now)
+
+    def _receive_replication(self, src: str, message: object, now: float) -> list[Effect]:
+        match message:
+            case ForwardAppend():
+                return self.writes.forwarded_append(src, message, now)
+            case ForwardReply():
+                return self.writes.on_forward_reply(src, message, now)
+            case Replicate():
+                return self.take_events(src, message.events, now, ("replica", src, message.push_id))
+            case ReplicateAck():
+                return self.writes.on_replica_ack(src, message, now)
+            case SyncOffer():
+                return self.anti_entropy.on_offer(src, message, now)
+            case SyncPull():
+                return self.anti_entropy.on_pull(src, message, now)
+            case SyncEvents():
+                return self.anti_entropy.on_events(src, message, now)
+        raise RemoteProtocolError(f"peer {src!r} sent an unexpected {type(message).__name__}")
+
+    def client_request(self, client: int, message: object, now: float) -> list[Effect]:
+        """A client's request; its Reply comes now or later (appends, following reads)."""
+        match message:
+            case AppendRequest():
+                if self._leaving:
+                    from meshstream.wire.messages import AppendReply
+
+                    return [Reply(client, AppendReply(message.request_id, (), "unavailable", "leaving", True))]
+                effects = self.writes.client_append(client, message, now)
+            case ReadRequest():
+                effects = self.reads.request(client, message, now)
+            case StatusRequest():
+                effects = [Reply(client, StatusReply(message.request_id, json.dumps(self.status(), sort_keys=True)))]
+            case TopologyRequest():
+                view = json.dumps(self.topology.to_dict(), sort_keys=True)
+                effects = [Reply(client, TopologyReply(message.request_id, tuple(self.log.events()), view))]
+            case _:
+                raise LocalProtocolError(f"not a client request: {type(message).__name__}")
+        return effects + self._settle(now)
+
+    def persisted(self, token: int, now: float) -> list[Effect]:
+        """The driver made the events of `Persist(token)` durable."""
+        if token not in self._tokens:
+            raise LocalProtocolError(f"persisted() for unknown token {token}")
+        purpose = self._tokens.pop(token)
+        events, fresh = self._token_events.pop(token)
+        for event in events:
+            self._unpersisted_dots.discard((event.stream, event.dot))
+            if self.unpersisted.get(event.natural_key) is event:
+                del self.unpersisted[event.natural_key]
+            if event.stream == TOPOLOGY_STREAM and event.dot.peer == self.writer:
+                self._writer_durable = True
+        effects = self._deliver(fresh, now)
+        effects += self._on_durable(purpose, now)
+        return effects + self._settle(now)
+
+    def _on_durable(self, purpose: tuple, now: float) -> list[Effect]:
+        match purpose:
+            case ("write", push_id):
+                return self.writes.on_local_persisted(push_id, now)
+            case ("replica", src, push_id):
+                return [Send(src, ReplicateAck(push_id))]
+            case ("sync", src, more):
+                return self.anti_entropy.start_round(src, now) if more else []
+            case ("topology",):
+                return []
+        raise AssertionError(f"unknown persist purpose {purpose!r}")
+
+    def _deliver(self, fresh: list[Event], now: float) -> list[Effect]:
+        by_stream: dict[str, list[Event]] = {}
+        for event in fresh:
+            by_stream.setdefault(event.stream, []).append(event)
+        effects: list[Effect] = []
+        for stream in sorted(by_stream):
+            effects.append(Deliver(stream, tuple(by_stream[stream])))
+            effects += self.reads.wake(stream, now)
+        return effects
+
+    # ------------------------------------------------------------------ persistence
+    def persist(self, events: Sequence[Event], purpose: tuple, fresh: Sequence[Event] | None = None) -> list[Effect]:
+        """Emit Persist for `events`; `purpose` says what to do when they are durable.
+        `fresh` (default: all) are the ones new here, delivered to followers then."""
+        self._next_token += 1
+        token = self._next_token
+        self._tokens[token] = purpose
+        self._token_events[token] = (list(events), list(events if fresh is None else fresh))
+        for event in events:
+            self.unpersisted.setdefault(event.natural_key, event)
+            self._unpersisted_dots.add((event.stream, event.dot))
+            if event.stream != TOPOLOGY_STREAM:
+                self._note_stream(event.stream)
+        return [Persist(token, tuple(events))]
+
+    def sequence_event(self, stream: str, item: AppendItem) -> Event:
+        """A new event of this writer in `stream` (the caller is the shard's master)."""
+        assert self.can_sequence()
+        head = self._heads.get(stream)
+        context = self.store.version_vector(stream)
+        if head is not None:
+            context = context.with_dot(head)
+        dot = Dot(self.writer, head.counter + 1 if head is not None else 1)
+        self._heads[stream] = dot
+        return Event.sequence(stream, item.key, item.data, tuple(item.metadata.items()), dot, context)
+
+    def take_events(self, src: str, events: Sequence[Event], now: float, purpose: tuple) -> list[Effect]:
+        """Events from a peer (eager push or anti-entropy): persist those new here."""
+        topology = [e for e in events if e.stream == TOPOLOGY_STREAM]
+        effects = self.absorb_topology(topology, now)[1] if topology else []
+        fresh: list[Event] = []
+        again: list[Event] = []  # in flight here already: re-persisted so the ack is honest
+        for event in events:
+            if event.stream.startswith(ids.SYSTEM_PREFIX) or self._holds(event):
+                continue
+            if (event.stream, event.dot) in self._unpersisted_dots:
+                again.append(event)
+                continue
+            effects += self._note_conflict(event)
+            fresh.append(event)
+        if purpose[0] != "replica":
+            again = []
+        if not fresh and not again:
+            return effects + self._on_durable(purpose, now)
+        return effects + self.persist(fresh + again, purpose, fresh)
+
+    def _holds(self, event: Event) -> bool:
+        try:
+            return self.store.has_dot(event.stream, event.dot)
+        except CorruptRecord:
+            return False
+
+    def _note_conflict(self, event: Event) -> list[Effect]:
+        """Keep the loser of a natural-key conflict, to hand its dot to partners."""
+        existing = self.unpersisted.get(event.natural_key)
+        if existing is None:
+            try:
+                existing = self.store.get(event.stream, event.key)
+            except CorruptRecord:
+                existing = None
+        if existing is None or existing.digest == event.digest:
+            return []
+        loser = max(existing, event, key=lambda e: e.digest)
+        self._losers.setdefault(event.stream, {})[loser.dot] = loser
+        return [Journal("conflict", f"{self.name}: key {event.key!r} in {event.stream!r}: "
+                        f"{loser.dot.peer}:{loser.dot.counter} loses to the smaller digest")]
+
+    def _note_stream(self, stream: str) -> None:
+        shard = self.shard_of(stream)
+        if shard is not None:
+            self._index_streams()
+            self._streams_by_shard.setdefault(shard, set()).add(stream)
+
+    def _index_streams(self) -> None:
+        shards = self.topology.shards
+        if shards is None or self._indexed_shards == shards:
+            return
+        self._indexed_shards = shards
+        self._streams_by_shard = {}
+        for stream in self.store.streams():
+            if not stream.startswith(ids.SYSTEM_PREFIX):
+                self._streams_by_shard.setdefault(ids.shard_of(stream, shards), set()).add(stream)
+        for stream, _key in sorted(self.unpersisted):
+            if not stream.startswith(ids.SYSTEM_PREFIX):
+                self._streams_by_shard.setdefault(ids.shard_of(stream, shards), set()).add(stream)
+
+    # ------------------------------------------------------------------ MembershipHost
+    def topology_view(self) -> TopologyState:
+        return self.topology
+
+    def topology_events(self) -> Sequence[Event]:
+        return self.log.events()
+
+    def publish_fact(self, fact: TopologyFact, now: float) -> tuple[Event, list[Effect]]:
+        """Sequence `fact` in `$topology` with this writer's dot, persist, fold, gossip."""
+        event = self.log.sequence(fact)
+        if event is None:
+            existing = self.log.event_of(fact)
+            assert existing is not None
+            return existing, []
+        self.membership.broadcast(event)
+        return event, self.persist([event], ("topology",))
+
+    def absorb_topology(self, events: Sequence[Event], now: float) -> tuple[list[Event], list[Effect]]:
+        """Topology events from a peer: fold, persist and gossip on those new here."""
+        new: list[Event] = []
+        effects: list[Effect] = []
+        for event in events:
+            try:
+                added = self.log.add(event)
+            except RemoteProtocolError as exc:
+                effects.append(Journal("rejected", f"{self.name}: bad topology event: {exc}"))
+                continue
+            if added:
+                new.append(event)
+                self.membership.broadcast(event)
+        if new:
+            effects += self.persist(new, ("topology",))
+        return new, effects
+
+    def topology_synced_with(self, peer: str, now: float) -> None:
+        """A partner holds the same `$topology` as this peer: the view is current."""
+        self._topology_synced = True
+
+    # ------------------------------------------------------------------ reacting to the view
+    def _settle(self, now: float) -> list[Effect]:
+        """After the view changed: elections, parked appends, `all` writes, lone peers."""
+        effects: list[Effect] = []
+        for _ in range(SETTLE_ROUNDS_MAX):
+            if self.topology.version == self._settled_version:
+                break
+            self._settled_version = self.topology.version
+            if not self._topology_synced and not [p for p in self.topology.live_peers() if p != self.name]:
+                self._topology_synced = True  # nobody else to learn from
+            effects += self._elect(now)
+            effects += self.writes.retry_parked(now)
+            effects += self.writes.recheck_all()
+        return effects
+
+    def _elect(self, now: float) -> list[Effect]:
+        if not self._topology_synced or self._leaving:
+            return []
+
+        def caught_up(shard: int) -> bool:
+            return not self.anti_entropy.pulling(shard, now)
+
+        effects: list[Effect] = []
+        for fact in election.claims(self.topology, self.name, caught_up):
+            if self.log.knows_fact(fact):
+                continue
+            effects += self.publish_fact(fact, now)[1]
+            effects.append(Journal("elected", f"{self.name} masters shard {fact.shard} at epoch {fact.epoch}"))
+        return effects

@@ -1,0 +1,117 @@
+"""Peer-to-peer replication messages (kinds 40-79): the write path and anti-entropy.
+
+Write path (DESIGN section 2):
+- `ForwardAppend` / `ForwardReply`: a peer that is not a shard's master hands a client's
+  append to the master it knows and relays the answer.
+- `Replicate` / `ReplicateAck`: the master pushes newly sequenced events to the shard's
+  other replicas; each acknowledges once the events are durable there.
+
+Anti-entropy (DESIGN section 3), one push-pull round between A and B:
+1. A -> B `SyncOffer`: a 16-byte digest per shard both may hold, and one for `$topology`.
+   When everything agrees this is the whole round, whatever the amount of data.
+2. B -> A `SyncPull`: for differing shards B replicates, B's per-stream version vectors
+   ("send me what I lack"), and `answer_shards`: shards where A should pull from B.
+3. A -> B `SyncEvents` (what B lacks) and, when asked, A -> B `SyncPull` for A's side;
+   B answers that with `SyncEvents`. `more=True` means a batch was cut at its bound: the
+   receiver starts another round with the same partner once the batch is durable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshstream.clocks import VersionVector
+from meshstream.envelope import Event
+from meshstream.wire.messages import ACK_LEVELS, AppendItem, Appended
+from meshstream.wire.schema import message, record
+
+SHARD_DIGEST_BYTES = 16  # store.shard_digest's size; also the $topology digest
+FORWARD_HOPS_MAX = 4  # a forward bounced between peers with stale views stops here
+
+
+@record
+@dataclass(frozen=True, slots=True)
+class ShardDigest:
+    shard: int
+    digest: bytes
+
+    def __post_init__(self) -> None:
+        if self.shard < 0 or len(self.digest) != SHARD_DIGEST_BYTES:
+            raise ValueError("a shard digest needs a shard >= 0 and 16 digest bytes")
+
+
+@record
+@dataclass(frozen=True, slots=True)
+class StreamVector:
+    stream: str
+    vector: VersionVector
+
+
+@message(40)
+@dataclass(frozen=True, slots=True)
+class ForwardAppend:
+    forward_id: int  # chosen by the forwarding peer; echoed in ForwardReply
+    stream: str
+    items: tuple[AppendItem, ...]
+    ack: str
+    hops: int
+
+    def __post_init__(self) -> None:
+        if self.ack not in ACK_LEVELS:
+            raise ValueError(f"ack must be one of {ACK_LEVELS}")
+        if not 0 <= self.hops <= FORWARD_HOPS_MAX:
+            raise ValueError(f"hops must be 0..{FORWARD_HOPS_MAX}")
+
+
+@message(41)
+@dataclass(frozen=True, slots=True)
+class ForwardReply:
+    forward_id: int
+    appended: tuple[Appended, ...]
+    code: str  # as AppendReply.code, plus "not_master": ask again after the view settles
+    detail: str
+    definite: bool
+
+
+@message(42)
+@dataclass(frozen=True, slots=True)
+class Replicate:
+    push_id: int  # chosen by the master; echoed in ReplicateAck
+    events: tuple[Event, ...]
+
+
+@message(43)
+@dataclass(frozen=True, slots=True)
+class ReplicateAck:
+    push_id: int
+
+
+@message(44)
+@dataclass(frozen=True, slots=True)
+class SyncOffer:
+    round_id: int
+    digests: tuple[ShardDigest, ...]
+    topology_digest: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.topology_digest) != SHARD_DIGEST_BYTES:
+            raise ValueError("topology_digest must be 16 bytes")
+
+
+@message(45)
+@dataclass(frozen=True, slots=True)
+class SyncPull:
+    round_id: int
+    shards: tuple[int, ...]  # send me what I lack in these shards...
+    vectors: tuple[StreamVector, ...]  # ...given these vectors (absent streams: empty)
+    topology: VersionVector | None  # and in $topology given this vector, when not None
+    answer_shards: tuple[int, ...]  # please pull these shards from me
+    answer_topology: bool  # please pull $topology from me
+
+
+@message(46)
+@dataclass(frozen=True, slots=True)
+class SyncEvents:
+    round_id: int
+    events: tuple[Event, ...]
+    more: bool  # the batch was cut at its bound: sync again once these are durable
