@@ -24,7 +24,7 @@ import trio
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from meshstream.client import make_item, open_client  # noqa: E402
-from meshstream.demo import all_see, live_members, master_of, start_mesh, topology_view, wait_until  # noqa: E402
+from meshstream.demo import read_all, all_see, live_members, master_of, start_mesh, topology_view, wait_until  # noqa: E402
 
 DATA = b"x" * 200
 STREAM = "failover"
@@ -36,18 +36,7 @@ async def mesh_ready(peers):
 
 
 async def count_keys(address, stream):
-    keys = set()
-    async with open_client([address], retry_timeout_s=2) as client:
-        cursor = None
-        from meshstream.clocks import EMPTY
-
-        cursor = EMPTY
-        while True:
-            result = await client.read(stream, cursor, limit=10_000)
-            if not result.events:
-                return keys
-            keys.update(e.key for e in result.events)
-            cursor = result.cursor
+    return {event.key for event in await read_all(address, stream, page_events=10_000)}
 
 
 async def one_failover(root):
@@ -114,10 +103,8 @@ async def catchup(root, events):
 async def _holds(address, expected):
     async with open_client([address], retry_timeout_s=1) as client:
         status = await client.status()
-    streams = status.get("streams", {})
-    entry = streams.get("catchup") if isinstance(streams, dict) else None
-    count = entry.get("events", entry.get("event_count", 0)) if isinstance(entry, dict) else 0
-    return count >= expected
+    counts = [s.get("events", 0) for s in status.get("streams", []) if s.get("stream") == "catchup"]
+    return bool(counts) and counts[0] >= expected
 
 
 async def main_async(args):

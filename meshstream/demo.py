@@ -28,6 +28,7 @@ STREAM = "orders"
 EVENTS_PER_PHASE = 20
 POLL_INTERVAL_S = 0.05
 STOP_TIMEOUT_S = 3.0
+READ_PAGE_EVENTS = 1000
 
 
 def free_port() -> int:
@@ -226,12 +227,24 @@ async def _is_replica(address: str, name: str) -> bool:
     return name in live_members(view) and master_of(view, STREAM) not in (None, name)
 
 
-async def _count(address: str) -> int:
+async def read_all(address: str, stream: str, page_events: int = READ_PAGE_EVENTS) -> list[Any]:
+    """Every event of `stream` on the peer at `address`, in canonical order, page by page."""
     from meshstream.client import open_client
+    from meshstream.clocks import EMPTY
 
+    events: list[Any] = []
+    cursor = EMPTY
     async with open_client([address], retry_timeout_s=0.5) as client:
-        result = await client.read(STREAM, limit=100_000)
-    return len(result.events)
+        while True:
+            result = await client.read(stream, cursor, limit=page_events)
+            if not result.events:
+                return events
+            events.extend(result.events)
+            cursor = result.cursor
+
+
+async def _count(address: str) -> int:
+    return len(await read_all(address, STREAM))
 
 
 async def _caught_up(address: str, expected: int) -> int:

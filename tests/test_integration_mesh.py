@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from meshstream.client import open_client
-from meshstream.demo import all_see, live_members, master_of, topology_view, wait_until
+from meshstream.demo import read_all, all_see, live_members, master_of, topology_view, wait_until
 from meshstream.ordering import canonical_order
 from meshstream.wire.mac import derive_cluster_key
 
@@ -42,8 +42,7 @@ async def test_peers_find_each_other_from_one_seed(mesh, count):
 
 
 async def _all_events(address):
-    async with open_client([address], retry_timeout_s=1) as client:
-        return (await client.read(STREAM, limit=100_000)).events
+    return await read_all(address, STREAM)
 
 
 async def test_shotgun_kill_master_under_ack_all_writer(mesh):
