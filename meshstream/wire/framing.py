@@ -25,6 +25,7 @@ dropped only once they are more than half the buffer, so the cost per byte stays
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -35,6 +36,7 @@ from meshstream.wire.messages import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 from meshstream.wire.schema import decode_message, encode_message
 
 LENGTH_BYTES = 4
+_LENGTH = struct.Struct(">I")
 LENGTH_MAX = 2**32 - 1
 
 
@@ -159,56 +161,58 @@ class FrameDecoder:
         self._offset = 0
 
     def _frame_length(self) -> int:
-        start = self._offset
-        length = int.from_bytes(self._buffer[start:start + LENGTH_BYTES], "big")
+        length = _LENGTH.unpack_from(self._buffer, self._offset)[0]
         if length == 0 or length > self.frame_bytes_max:
             self._fail(RemoteProtocolError(f"frame length {length} is outside 1..{self.frame_bytes_max}"))
             raise self._error  # type: ignore[misc]
         return length
 
     def _next_message(self) -> Any:
-        if self.buffered_bytes < LENGTH_BYTES:
+        buffer, start = self._buffer, self._offset
+        if len(buffer) - start < LENGTH_BYTES:
             return NEED_DATA
         length = self._frame_length()
-        mac_bytes = MAC_BYTES if self._mac is not None else 0
-        if self.buffered_bytes < LENGTH_BYTES + length + mac_bytes:
+        body_start = start + LENGTH_BYTES
+        body_end = body_start + length
+        frame_end = body_end + (MAC_BYTES if self._mac is not None else 0)
+        if len(buffer) < frame_end:
             return NEED_DATA
-        start = self._offset
-        body_end = start + LENGTH_BYTES + length
-        with memoryview(self._buffer) as view:  # one copy out of the buffer, not two
-            frame = bytes(view[start:body_end])
-            tag = bytes(view[body_end:body_end + mac_bytes])
-        self._consume(LENGTH_BYTES + length + mac_bytes)
+        payload = buffer[body_start:body_end]  # one copy out of the buffer
         if self._mac is None:
-            return _decode_payload(frame)
-        return self._open(frame, tag)
+            self._consume(frame_end)
+            return _decode_payload(payload)
+        prefix, tag = bytes(buffer[start:body_start]), bytes(buffer[body_end:frame_end])
+        self._consume(frame_end)
+        return self._open(prefix, payload, tag)
 
-    def _open(self, frame: bytes, tag: bytes) -> Any:
+    def _open(self, prefix: bytes, payload: bytearray, tag: bytes) -> Any:
         mac = self._mac
         assert mac is not None
         if not mac.expecting_hello:
-            mac.open(frame, tag)  # authenticate before parsing anything
-            return _decode_payload(frame)
-        msg = _decode_payload(frame)  # the key of frame 0 comes from the Hello's nonce
+            mac.open(tag, prefix, payload)  # authenticate before parsing anything
+            return _decode_payload(payload)
+        msg = _decode_payload(payload)  # the key of frame 0 comes from the Hello's nonce
         if not isinstance(msg, Hello):
             raise RemoteProtocolError(f"the first frame must be a Hello, got {type(msg).__name__}")
-        mac.open_hello(frame, tag, msg.nonce)
+        mac.open_hello(msg.nonce, tag, prefix, payload)
         return msg
 
-    def _consume(self, count: int) -> None:
-        self._offset += count
-        if self._offset == len(self._buffer):
+    def _consume(self, frame_end: int) -> None:
+        """Drop bytes up to `frame_end`; compact only when the dead prefix dominates."""
+        if frame_end == len(self._buffer):
             self._buffer.clear()
             self._offset = 0
-        elif self._offset > len(self._buffer) // 2:
-            del self._buffer[:self._offset]
+        elif frame_end > len(self._buffer) // 2:
+            del self._buffer[:frame_end]
             self._offset = 0
+        else:
+            self._offset = frame_end
 
 
-def _decode_payload(frame: bytes) -> Any:
-    """Decode `[version, message_array]` from a frame (length prefix included)."""
-    value = loads_strict(memoryview(frame)[LENGTH_BYTES:])
-    if not isinstance(value, list) or len(value) != 2:
+def _decode_payload(payload: bytes | bytearray) -> Any:
+    """Decode a frame payload `[version, message_array]`."""
+    value = loads_strict(payload)
+    if type(value) is not list or len(value) != 2:
         raise RemoteProtocolError("a frame payload must be [version, message]")
     version, body = value
     if type(version) is not int or not PROTOCOL_VERSION_MIN <= version <= PROTOCOL_VERSION_MAX:

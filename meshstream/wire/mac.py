@@ -140,12 +140,12 @@ class FrameMac:
         return compute_tag(self._send_key, counter, *frame)
 
     # -- receiving --
-    def open_hello(self, frame: bytes | bytearray | memoryview, tag: bytes, nonce: bytes) -> None:
+    def open_hello(self, nonce: bytes, tag: bytes, *frame: bytes | bytearray | memoryview) -> None:
         """Verify the peer's Hello (frame 0 of its direction) and derive the session keys."""
         assert self.expecting_hello
         if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
             raise RemoteProtocolError("Hello nonce must be 16 bytes")
-        expected = compute_tag(hello_key(self._cluster_key, nonce), 0, frame)
+        expected = compute_tag(hello_key(self._cluster_key, nonce), 0, *frame)
         if not hmac.compare_digest(expected, tag):
             raise RemoteProtocolError("Hello MAC does not verify: the peer lacks the cluster key")
         if nonce == self.local_nonce:
@@ -155,11 +155,11 @@ class FrameMac:
         self._receive_key = session_key(self._cluster_key, nonce, self.local_nonce)
         self._receive_counter = 1
 
-    def open(self, frame: bytes | bytearray | memoryview, tag: bytes | bytearray | memoryview) -> None:
+    def open(self, tag: bytes, *frame: bytes | bytearray | memoryview) -> None:
         """Verify the next non-Hello frame from the peer; RemoteProtocolError if it fails."""
         assert self._receive_key is not None, "open_hello first"
         counter = self._receive_counter
-        expected = compute_tag(self._receive_key, counter, frame)
+        expected = compute_tag(self._receive_key, counter, *frame)
         if not hmac.compare_digest(expected, tag):
             raise RemoteProtocolError(f"frame {counter} MAC does not verify (forged, replayed or reordered)")
         self._receive_counter = counter + 1
