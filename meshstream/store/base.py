@@ -35,7 +35,7 @@ CONFLICT_MODES = ("raise", "resolve")
 class Op:
     """One record to write: a full event (OP_EVENT) or a loser's dot (OP_DOT)."""
 
-    __slots__ = ("kind", "event", "hashed", "replaces", "replaced_state", "rid")
+    __slots__ = ("kind", "event", "hashed", "replaces", "replaced_state", "rid", "previous")
 
     def __init__(self, kind: int, event: Event, hashed: int, replaces: "int | Op | None" = None,
                  replaced_state: int = DEAD) -> None:
@@ -45,6 +45,7 @@ class Op:
         self.replaces = replaces  # a rid, or an earlier Op of the same batch
         self.replaced_state = replaced_state
         self.rid = -1
+        self.previous = -1  # a corrupt record holding this dot, retired on commit
 
 
 class Prepared:
@@ -182,15 +183,20 @@ class IndexedStore:
                 return AppendResult.WON, op
             if self._dot_is_held(event, batch):
                 return AppendResult.LOST, None
-            return AppendResult.LOST, Op(OP_DOT, event, 0)
-        if self._dot_is_held(event, batch):  # another event already owns this dot: a peer's bug
+            op = Op(OP_DOT, event, 0)
+            op.previous = self._dot_holder(event.stream, event.dot)
+            return AppendResult.LOST, op
+        holder_rid = self._dot_holder(event.stream, event.dot)
+        state = self._index.rid_state[holder_rid] if holder_rid >= 0 else None
+        if state in HELD_STATES or (event.stream, event.dot) in batch.dots:  # a peer's bug
             if mode == "raise":
                 raise LocalProtocolError(f"dot {event.dot} already names another event in {event.stream!r}")
             return AppendResult.LOST, None
         op = batch.keys[natural] = Op(OP_EVENT, event, hashed)
-        holder_rid = self._dot_holder(event.stream, event.dot)
-        repaired = holder_rid >= 0 and self._index.rid_state[holder_rid] == CORRUPT
-        return (AppendResult.REPAIRED if repaired else AppendResult.STORED), op
+        if state == CORRUPT:
+            op.previous = holder_rid
+            return AppendResult.REPAIRED, op
+        return AppendResult.STORED, op
 
     def _dot_is_held(self, event: Event, batch: Prepared) -> bool:
         if (event.stream, event.dot) in batch.dots:
@@ -204,7 +210,7 @@ class IndexedStore:
             raise LocalProtocolError("commit_prepared needs the current batch, written")
         index = self._index
         for op in prepared.ops:
-            previous = self._dot_holder(op.event.stream, op.event.dot)
+            previous = op.previous
             if op.kind == OP_EVENT:
                 op.rid = index.add_event(op.event, op.hashed)
             else:

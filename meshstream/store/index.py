@@ -107,7 +107,9 @@ class PeerLog:
 
     def index_of(self, counter: int) -> int:
         counters = self.counters
-        if counters and counters[-1] == counter:
+        if not counters or counter > counters[-1]:
+            return -1  # the common case: a new dot beyond every held one
+        if counters[-1] == counter:
             return len(counters) - 1
         position = bisect.bisect_left(counters, counter)
         return position if position < len(counters) and counters[position] == counter else -1
@@ -294,6 +296,11 @@ class StoreIndex:
 
     def _advance_vector(self, stream: StreamIndex, peer: str, log: PeerLog) -> None:
         held = stream.vector.get(peer, 0)
+        if log.counters[-1] == held + 1 and self.rid_state[log.rids[-1]] in HELD_STATES:
+            if len(log.counters) == 1 or log.counters[-2] == held:  # the next dot, appended last
+                stream.vector[peer] = held + 1
+                self.changed_streams.add(stream.sid)
+                return
         start = log.index_of(held + 1)
         if start < 0:
             return
