@@ -13,7 +13,13 @@ then call `next_message()` until it returns `NEED_DATA`. It reads the length pre
 and refuses a frame longer than `frame_bytes_max` before buffering any of its body. Any
 malformed, oversized, wrong-version, unauthenticated or undecodable frame raises
 RemoteProtocolError, and the decoder is dead from then on (every later call raises): a
-byte stream that went wrong once cannot be resynchronised.
+byte stream that went wrong once cannot be resynchronised. Call `end_of_stream()` when the
+peer closes: it raises if the peer stopped inside a frame (a truncated frame).
+
+With a `FrameMac` (one per connection, shared by its encoder and decoder) the first frame
+each way must be the sender's Hello; the encoder refuses any other message until the
+peer's Hello has been decoded, because the session keys need both nonces. Every encoded
+frame must then be sent, in order: each one advances the direction's frame counter.
 
 `FrameEncoder.encode(msg)` returns one frame; `encode_many(msgs)` returns the frames of
 many messages as one byte string for one send (batching many small frames into one send is
