@@ -13,7 +13,9 @@ At the end the checks are exact:
 - `no_acked_loss` (DESIGN section 6): every acknowledged event is on every live replica of
   its shard, unless every peer that ever made it durable is down at the end.
 - `no_duplicates`: no natural key served twice by a store, and no reader was served one
-  event twice across its cursor.
+  event (one digest) twice across its cursor. A reader served two events with one key
+  (both branches of a partition, before the merge picks a winner) is reported as
+  `key_rereads`, not as a duplicate: the store-level check covers the end state.
 - `no_failed_live_peers`: no live peer is failed or left in any live peer's view.
 """
 
@@ -90,17 +92,19 @@ def failed_live_peers(cluster: SimCluster) -> list[str]:
 
 
 def replica_groups(cluster: SimCluster, shards: int) -> dict[str, list[str]]:
-    """Data stream -> its live replicas by the reference view (sorted)."""
-    reference = reference_node(cluster, shards)
-    if reference is None:
-        return {}
+    """Data stream -> its live replicas: every live peer that any live peer's view names a
+    replica of the stream's shard (the union, so split views cannot hide a divergence)."""
+    live = cluster.live_peers()
     streams: set[str] = set()
-    for name in cluster.live_peers():
+    for name in live:
         streams.update(s for s in cluster.peers[name].store.streams() if not s.startswith("$"))
     groups = {}
     for stream in sorted(streams):
-        replicas = reference.topology.replica_set(shard_of(stream, shards))
-        groups[stream] = [peer for peer in replicas if peer in cluster.peers and cluster.peers[peer].alive]
+        shard = shard_of(stream, shards)
+        named: set[str] = set()
+        for name in live:
+            named.update(cluster.peers[name].node.topology.replica_set(shard))
+        groups[stream] = sorted(peer for peer in named if peer in cluster.peers and cluster.peers[peer].alive)
     return groups
 
 

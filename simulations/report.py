@@ -23,25 +23,18 @@ def render_json(result: Any) -> str:
 
 def timeline_lines(result: Any) -> list[str]:
     lines: list[str] = []
-    previous: tuple[float, str, str] | None = None
-    repeats = 0
     quiet: dict[str, int] = {}
+    group: list[Any] = []
     for entry in result.timeline:
         if entry.kind in QUIET_KINDS:
             quiet[entry.kind] = quiet.get(entry.kind, 0) + 1
             continue
-        text = entry.text.split(": ", 1)[-1] if entry.kind != "fault" else entry.text
-        key = (round(entry.at_s, 1), entry.kind, text)
-        if key == previous:
-            repeats += 1
-            continue
-        if repeats:
-            lines[-1] += f"  (x{repeats + 1})"
-        repeats = 0
-        previous = key
-        lines.append(f"{entry.at_s:9.3f}s  {entry.kind:<10} {entry.text}")
-    if repeats:
-        lines[-1] += f"  (x{repeats + 1})"
+        if group and _group_key(group[0]) != _group_key(entry):
+            lines.append(_group_line(group))
+            group = []
+        group.append(entry)
+    if group:
+        lines.append(_group_line(group))
     for name, label in (("membership_converged_at_s", "membership converged"),
                         ("single_master_at_s", "one master per shard")):
         at = result.details.get(name)
@@ -56,6 +49,18 @@ def timeline_lines(result: Any) -> list[str]:
         half = TIMELINE_LINES_MAX // 2
         lines = lines[:half] + [f"            ... {len(lines) - 2 * half} more ..."] + lines[-half:]
     return lines
+
+
+def _group_key(entry: Any) -> tuple:
+    """Decisions of one kind by one peer within 10 ms collapse into one line (16 elections)."""
+    peer = entry.text.split(": ", 1)[0] if entry.kind != "fault" else entry.text
+    return (round(entry.at_s, 2), entry.kind, peer)
+
+
+def _group_line(group: list[Any]) -> str:
+    first = group[0]
+    more = f"  (+{len(group) - 1} more)" if len(group) > 1 else ""
+    return f"{first.at_s:9.3f}s  {first.kind:<10} {first.text}{more}"
 
 
 def render_text(result: Any, scenario: Scenario) -> str:

@@ -187,6 +187,7 @@ class Simulation:
             "abandoned": sum(w.abandoned for w in writers),
             "lost_exempt": loss.exempt,
             "events_read": sum(r.events_read for r in self.readers),
+            "key_rereads": sum(r.key_rereads for r in self.readers),
             "dropped_messages": self.cluster.network.dropped,
             "persists_lost": self.cluster.stats.persists_lost,
             "journal_lines": self.journal.count,
@@ -201,10 +202,16 @@ class Simulation:
         """For each master crash: time to the first write acknowledged by another master."""
         times = []
         for crashed_at, peer, stream in self.faults.master_crashes:
-            later = [a.at_s for a in acked if a.stream == stream and a.at_s > crashed_at and a.dot.peer != peer]
+            later = [a.at_s for a in acked if a.stream == stream and a.at_s > crashed_at
+                     and not _sequenced_by(a.dot.peer, peer)]
             if later:
                 times.append(round(min(later) - crashed_at, 6))
         return times
+
+
+def _sequenced_by(dot_peer: str, peer: str) -> bool:
+    """Dots name a peer's sequencer id: the peer name, possibly with a `.N` life suffix."""
+    return dot_peer == peer or dot_peer.startswith(peer + ".")
 
 
 def median_or_none(values: list[float]) -> float | None:

@@ -10,7 +10,7 @@ indefinite.
 
 A `Reader` follows a stream by sending `ReadRequest`s with its cursor (a version vector)
 to a different random live peer each time, and records every natural key and digest it is
-served: seeing one twice is a duplicate (the `no_duplicates` checker reads `duplicates`).
+served: seeing one event (digest) twice is a duplicate (the `no_duplicates` checker reads `duplicates`).
 
 Clients talk to peers through a `ClientPort` (the cluster): `request(peer, client,
 message)` returns False when the peer is down.
@@ -159,6 +159,7 @@ class Reader:
         self.keys_seen: set[bytes] = set()
         self.digests_seen: set[bytes] = set()
         self.duplicates: list[str] = []
+        self.key_rereads = 0
         self.events_read = 0
         self.reads = 0
         self._outstanding: int | None = None
@@ -199,8 +200,10 @@ class Reader:
             return
         for event in message.events:
             self.events_read += 1
-            if event.key in self.keys_seen or event.digest in self.digests_seen:
+            if event.digest in self.digests_seen:
                 self.duplicates.append(f"{self.stream}/{event.key.decode(errors='replace')} from {peer}")
+            elif event.key in self.keys_seen:
+                self.key_rereads += 1  # another branch's event for this key, before the merge
             self.keys_seen.add(event.key)
             self.digests_seen.add(event.digest)
         self.cursor = message.cursor
