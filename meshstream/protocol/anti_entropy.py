@@ -1,7 +1,7 @@
 """Anti-entropy: push-pull reconciliation of shards and `$topology` with one partner.
 
 Every `gossip_interval_s` the node picks a random live partner that shares a shard with it
-and sends a `SyncOffer`: one 16-byte digest per shard either of them replicates, and the
+(now and then a peer declared failed, to find healed partitions) and sends a `SyncOffer`: one 16-byte digest per shard either of them replicates, and the
 `$topology` digest. Equal digests end the round there, so an in-sync round costs the same
 bytes at a thousand events as at a million. For a differing shard, each side that
 replicates it sends a `SyncPull` with its per-stream version vectors; the other answers
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 TOPOLOGY_SHARD = -1  # the key of `$topology` in `_pulling`
 PULL_LOCK_INTERVALS = 4  # a pull unanswered for this many gossip intervals is given up
 EVENT_OVERHEAD_BYTES = 8  # CBOR framing of one envelope inside a batch
+# SWIM never probes a failed peer, so after a partition heals each side would go on
+# believing the other dead. Now and then a round goes to a failed peer instead: comparing
+# `$topology` tells each side what the other declared, and the peers refute and merge.
+FAILED_PARTNER_PROBABILITY = 0.1
 
 
 class AntiEntropy:
@@ -48,6 +52,9 @@ class AntiEntropy:
     def choose_partner(self) -> str | None:
         node = self.node
         live = [p for p in node.topology.live_peers() if p != node.name]
+        failed = [p for p, m in node.topology.members().items() if m.status == "failed" and p != node.name]
+        if failed and (not live or node.rng.random() < FAILED_PARTNER_PROBABILITY):
+            return node.rng.choice(failed)
         if not live:
             return None
         mine = node.responsible_shards(node.name)
