@@ -1,6 +1,6 @@
 """The on-disk record format of the segment log, and scanning a segment's bytes.
 
-A record is a 25-byte header then a body:
+A record is a 24-byte header then a body:
 
     magic (4 bytes) | body length (u32, little-endian) | BLAKE3-128 of the body (16 bytes)
 
