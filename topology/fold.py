@@ -68,6 +68,7 @@ class TopologyState:
         self._config_bytes = b""
         self._masters: dict[int, MasterElected] = {}
         self._live: set[str] = set()
+        self._failed: set[str] = set()  # status "failed" (not "left"): may come back after a heal
         self._live_sorted: list[str] | None = []
         self._placement: dict[int, tuple[str, ...]] | None = None  # None: recompute on demand
         self.version = 0  # bumped on every change, so callers can cache derived views
@@ -125,6 +126,10 @@ class TopologyState:
         if liveness > self._liveness.get(fact.peer, (-1, -1)):
             self._liveness[fact.peer] = liveness
             self._set_live(fact.peer, liveness[1] <= LIVE_RANK_MAX)
+            if STATUSES[liveness[1]] == "failed":
+                self._failed.add(fact.peer)
+            else:
+                self._failed.discard(fact.peer)
             changed = True
         return changed
 
@@ -210,6 +215,14 @@ class TopologyState:
     def is_live(self, peer: str) -> bool:
         return peer in self._live
 
+    def failed_peers(self) -> list[str]:
+        """Peers whose status is "failed" (declared dead, not departed), sorted."""
+        return sorted(self._failed)
+
+    def live_count(self) -> int:
+        """How many peers are alive or suspect (O(1); membership sizes its timers by it)."""
+        return len(self._live)
+
     def replica_set(self, shard: int) -> tuple[str, ...]:
         """The top replication_factor live peers for `shard`, best first (() if unconfigured).
 
@@ -269,6 +282,7 @@ class TopologyState:
         clone._config, clone._config_bytes = self._config, self._config_bytes
         clone._masters = dict(self._masters)
         clone._live = set(self._live)
+        clone._failed = set(self._failed)
         clone._live_sorted = None
         clone._placement = None if self._placement is None else dict(self._placement)
         clone.version = self.version

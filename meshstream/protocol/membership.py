@@ -1,0 +1,596 @@
+"""SWIM membership, sans-IO: probes, indirect probes, suspicion, refutation, join, leave.
+
+How it works (SWIM, with Lifeguard's habit of trusting refutation over timers):
+
+- Protocol periods of `probe_interval_s`. Each period probes one target, taken from a
+  shuffled round robin of the live peers (alive or suspect in the fold, never ourselves);
+  a peer learned mid-round is inserted at a random place in the rest of the round.
+- A probe sends `Ping`; with no `Ack` after `probe_timeout_s` it sends `PingReq` to
+  `indirect_probes` random live peers, which ping the target and relay its ack. With no ack
+  by the end of the period we publish `MemberSuspect(target, incarnation, by=us)`.
+- Every peer that learns of a suspicion arms a timer. The peer whose probe failed declares
+  `MemberFailed` after `suspicion_timeout_s(N)`; the others wait `BACKUP_DECLARE_FACTOR`
+  times longer, so a failure makes one or two facts rather than N, yet is still declared if
+  the suspecter dies too. A suspect that refutes (a greater incarnation) cancels the timer.
+- Refutation: seeing ourselves suspect or failed at incarnation i, we publish
+  `MemberAlive(us, i + 1)`; seeing ourselves `left` while not leaving (a restart with a lost
+  store), we rejoin with `MemberJoined(us, address, i + 1)`.
+- Results are topology facts published through the host. Topology events spread by
+  piggybacking (`BroadcastQueue`) on every Ping, Ack and PingReq; the host tells us of every
+  new topology event through `broadcast()`, which queues it and notes it for the
+  bookkeeping (timers, refutation, probe order) done at the next entry point, where `now`
+  is known. `next_deadline()` returns that `now` while such work is pending.
+- Join: `start()` publishes our `MemberJoined` and sends it in a `Join` to each seed
+  address, again every `JOIN_RETRY_PERIODS` periods until a seed answers; the seed absorbs
+  it and answers with its whole `$topology` stream in bounded `JoinReply` chunks. That
+  snapshot is old news, so it is folded but not re-gossiped. The first peer of a mesh (no
+  seeds, no configuration known) publishes `MeshConfigured`; so does a joiner whose seeds
+  knew none.
+- `leave()` publishes `MemberLeft` and hands it directly to a few live peers, then stops
+  probing.
+
+Never reads a clock or global randomness: `now` and a seeded `random.Random` come in.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from meshstream.config import Config
+from meshstream.envelope import Event
+from meshstream.errors import LocalProtocolError, RemoteProtocolError
+from meshstream.protocol.broadcast import BroadcastQueue
+from meshstream.protocol.effects import Effect, Journal, Send, SendTo
+from meshstream.wire.membership_messages import (
+    MEMBERSHIP_MESSAGES,
+    Ack,
+    Gossip,
+    Join,
+    JoinReply,
+    Ping,
+    PingReq,
+    WhoAreYou,
+)
+from topology.events import (
+    MemberAlive,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberSuspect,
+    MeshConfigured,
+    TopologyFact,
+    fact_of,
+)
+from topology.fold import TopologyState
+
+JOIN_RETRY_PERIODS = 2  # a seed that has not answered in two probe periods is asked again
+RELAYS_MAX = 1024  # indirect pings in flight for others; beyond this PingReqs are ignored
+LEAVE_NOTIFY_PEERS_MAX = 8  # peers told directly of a leave; gossip carries it further
+BACKUP_DECLARE_FACTOR = 2.0  # non-suspecters declare a failure only after twice the timeout
+DEAD_PROBE_PERIODS = 5  # every 5th period also ping one failed peer: heals need a first contact
+SYNC_COOLDOWN_PERIODS = 3  # per peer: at most one WhoAreYou / "you were declared failed" per 3 periods
+SYNC_PEERS_MAX = 1024  # peers remembered for that cooldown
+
+
+class MembershipHost(Protocol):
+    """What membership needs from the node (see the contracts)."""
+
+    def topology_view(self) -> TopologyState: ...
+
+    def topology_events(self) -> Sequence[Event]: ...
+
+    def publish_fact(self, fact: TopologyFact, now: float) -> tuple[Event, list[Effect]]: ...
+
+    def absorb_topology(self, events: Sequence[Event], now: float) -> tuple[list[Event], list[Effect]]: ...
+
+
+@dataclass(slots=True)
+class _Probe:
+    target: str
+    seq: int
+    incarnation: int  # the target's incarnation when probed: a refutation since voids it
+    direct_deadline: float  # after this, ask others to ping the target (PingReq)
+    indirect_sent: bool = False
+    acked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Suspicion:
+    incarnation: int
+    started: float
+    timeout: float  # suspicion_timeout_s(N) with N when the suspicion was first heard of
+    mine: bool  # our own probe failed: we declare at the plain timeout
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout * (1.0 if self.mine else BACKUP_DECLARE_FACTOR)
+
+
+@dataclass(frozen=True, slots=True)
+class _Relay:
+    requester: str
+    reply_address: str
+    seq: int  # the requester's probe seq, echoed in the relayed Ack
+    target: str
+    expires: float
+
+
+class Membership:
+    """One peer's SWIM membership. See the module docstring."""
+
+    def __init__(self, name: str, address: str, config: Config, rng: random.Random, host: MembershipHost) -> None:
+        self.name = name
+        self.address = address
+        self.config = config
+        self.incarnation = 0  # the host raises it from the recovered $topology before start
+        self._rng = rng
+        self._host = host
+        self._queue = BroadcastQueue()
+        self._started = False
+        self._leaving = False
+        self._now = 0.0
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._period_end: float | None = None
+        self._probe_order: list[str] = []
+        self._probe_index = 0
+        self._in_round: set[str] = set()
+        self._suspicions: dict[str, _Suspicion] = {}
+        self._relays: dict[int, _Relay] = {}
+        self._seeds: tuple[str, ...] = ()
+        self._join_event: Event | None = None
+        self._join_retry_at: float | None = None
+        self._pending: list[TopologyFact] = []  # learned via broadcast(); handled with `now`
+        self._check_self = False
+        self._quiet = False  # absorbing a join snapshot: fold it, do not re-gossip it
+        self._periods = 0
+        self._synced: dict[str, float] = {}  # peer -> when we last told it / asked it
+
+    # -- the contract --
+
+    @staticmethod
+    def handles(message: object) -> bool:
+        """True for the membership messages (kinds 20-39)."""
+        return isinstance(message, MEMBERSHIP_MESSAGES)
+
+    def broadcast(self, event: Event) -> None:
+        """Piggyback this new topology event, and note it for timers and refutation."""
+        fact = fact_of(event)
+        if not self._quiet:
+            self._queue.push(event)
+        self._pending.append(fact)
+
+    def start(self, now: float, seeds: Sequence[str]) -> list[Effect]:
+        """Publish our join, contact the seeds and begin probing.
+
+        Raises LocalProtocolError if called twice.
+        """
+        if self._started:
+            raise LocalProtocolError("membership already started")
+        self._started, self._now = True, now
+        view = self._host.topology_view()
+        recovered = view.member(self.name)
+        if recovered is not None:
+            self.incarnation = max(self.incarnation, recovered.incarnation + 1)
+        event, published = self._host.publish_fact(MemberJoined(self.name, self.address, self.incarnation), now)
+        effects = list(published)
+        self._join_event = event
+        self._seeds = tuple(dict.fromkeys(seed for seed in seeds if seed != self.address))
+        if not self._seeds and view.shards is None:
+            effects += self._configure(now)
+        effects += self._send_joins()
+        if self._seeds:
+            self._join_retry_at = now + JOIN_RETRY_PERIODS * self.config.probe_interval_s
+        self._period_end = now
+        self._scan(now)
+        effects.append(Journal("joined", f"{self.name} joined at {self.address} (incarnation {self.incarnation})"))
+        return effects + self._settle(now)
+
+    def receive(self, src: str, message: object, now: float) -> list[Effect]:
+        """Handle a membership message from peer `src`.
+
+        Raises RemoteProtocolError for topology events that do not decode, and
+        LocalProtocolError for a message that is not a membership message.
+        """
+        self._now = now
+        match message:
+            case Ping() | Ack() | PingReq() | Gossip():
+                effects = self._absorb(message.gossip, now)
+            case Join() | JoinReply() | WhoAreYou():
+                effects = []
+            case _:
+                raise LocalProtocolError(f"not a membership message: {type(message).__name__}")
+        effects += self._settle(now)
+        match message:
+            case Ping():
+                effects += self._on_ping(src, message)
+            case Ack():
+                effects += self._on_ack(message)
+            case PingReq():
+                effects += self._on_ping_req(src, message, now)
+            case Join():
+                effects += self._on_join(message, now)
+            case JoinReply():
+                effects += self._on_join_reply(message, now)
+            case WhoAreYou():
+                effects += self._on_who_are_you(src)
+        effects += self._settle(now)
+        return effects + self._reconcile(src, getattr(message, "reply_address", ""), now)
+
+    def tick(self, now: float) -> list[Effect]:
+        """Run the timers that are due: probe phases, suspicion timeouts, join retries."""
+        self._now = now
+        if not self._started or self._leaving:
+            return []
+        effects = self._settle(now)
+        effects += self._tick_probe(now)
+        effects += self._tick_suspicions(now)
+        effects += self._tick_join(now)
+        self._expire_relays(now)
+        return effects + self._settle(now)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `tick` has work; None when stopped or left."""
+        if not self._started or self._leaving:
+            return None
+        if self._pending or self._check_self:
+            return self._now
+        deadlines = [self._period_end] if self._period_end is not None else []
+        probe = self._probe
+        if probe is not None and not probe.acked and not probe.indirect_sent:
+            deadlines.append(probe.direct_deadline)
+        deadlines.extend(suspicion.deadline for suspicion in self._suspicions.values())
+        if self._join_retry_at is not None:
+            deadlines.append(self._join_retry_at)
+        return min(deadlines) if deadlines else None
+
+    def leave(self, now: float) -> list[Effect]:
+        """Publish MemberLeft, tell a few live peers directly, and stop probing."""
+        if not self._started or self._leaving:
+            return []
+        self._now = now
+        event, published = self._host.publish_fact(MemberLeft(self.name, self.incarnation), now)
+        effects = list(published)
+        self._leaving = True
+        self._probe, self._period_end, self._join_retry_at = None, None, None
+        others = [peer for peer in self._host.topology_view().live_peers() if peer != self.name]
+        for peer in self._rng.sample(others, min(LEAVE_NOTIFY_PEERS_MAX, len(others))):
+            effects.append(Send(peer, Gossip((event,))))
+        effects.append(Journal("left", f"{self.name} left the mesh (incarnation {self.incarnation})"))
+        return effects
+
+    # -- queries for drivers and tests --
+
+    @property
+    def leaving(self) -> bool:
+        return self._leaving
+
+    def queued_updates(self) -> int:
+        """Topology events waiting in the piggyback queue."""
+        return len(self._queue)
+
+    def suspicions(self) -> dict[str, float]:
+        """Armed suspicion timers: peer -> deadline."""
+        return {peer: s.deadline for peer, s in sorted(self._suspicions.items())}
+
+    # -- message handlers --
+
+    def _on_ping(self, src: str, ping: Ping) -> list[Effect]:
+        if ping.target != self.name:
+            return []  # meant for whoever had this address before us
+        return self._reply(src, ping.reply_address, Ack(ping.seq, self.name, self._gossip()))
+
+    def _on_ack(self, ack: Ack) -> list[Effect]:
+        relay = self._relays.pop(ack.seq, None)
+        if relay is not None:
+            if ack.target != relay.target:
+                return []
+            relayed = Ack(relay.seq, relay.target, self._gossip())
+            return self._reply(relay.requester, relay.reply_address, relayed)
+        probe = self._probe
+        if probe is not None and ack.seq == probe.seq and ack.target == probe.target:
+            probe.acked = True
+        if self._join_retry_at is not None:
+            self._join_retry_at = None  # someone answers us: we are part of the mesh
+        return []
+
+    def _on_ping_req(self, src: str, request: PingReq, now: float) -> list[Effect]:
+        if request.target == self.name:
+            return self._reply(src, request.reply_address, Ack(request.seq, self.name, self._gossip()))
+        if len(self._relays) >= RELAYS_MAX:
+            return []  # bounded: the requester has other helpers
+        seq = self._next_seq()
+        expires = now + self.config.probe_interval_s
+        self._relays[seq] = _Relay(src, request.reply_address, request.seq, request.target, expires)
+        return [Send(request.target, Ping(seq, request.target, self.address, self._gossip()))]
+
+    def _on_join(self, join: Join, now: float) -> list[Effect]:
+        fact = fact_of(join.member)
+        if not isinstance(fact, MemberJoined):
+            raise RemoteProtocolError(f"a Join must carry a MemberJoined fact, not {type(fact).__name__}")
+        if fact.peer == self.name:
+            raise RemoteProtocolError(f"a Join from a peer with our own name {self.name!r}")
+        effects = self._absorb((join.member,), now) + self._settle(now)
+        for chunk, last in self._chunks(list(self._host.topology_events())):
+            effects += self._reply(fact.peer, fact.address, JoinReply(chunk, last))
+        return effects
+
+    def _on_join_reply(self, reply: JoinReply, now: float) -> list[Effect]:
+        self._quiet = True
+        try:
+            effects = self._absorb(reply.events, now)
+        finally:
+            self._quiet = False
+        if reply.last:
+            self._join_retry_at = None
+            if self._host.topology_view().shards is None:
+                effects += self._configure(now)
+        return effects
+
+    def _on_who_are_you(self, src: str) -> list[Effect]:
+        if self._join_event is None:
+            return []
+        return [Send(src, Gossip((self._join_event,)))]
+
+    def _reconcile(self, src: str, reply_address: str, now: float) -> list[Effect]:
+        """A message from a peer we do not know, or hold as failed, starts a repair.
+
+        Unknown: ask who it is (gossip missed its join). Failed: hand it the facts that
+        declared it so, so it refutes (after a partition heals both sides hold each other
+        failed and would otherwise never talk again).
+        """
+        if not src or src == self.name or self._leaving:
+            return []
+        member = self._host.topology_view().member(src)
+        if member is not None and member.status != "failed":
+            return []
+        if member is None and not reply_address:
+            return []
+        if not self._may_sync(src, now):
+            return []
+        if member is None:
+            return [SendTo(reply_address, WhoAreYou())]
+        verdicts = self._failed_events_about(src, member.incarnation)
+        return [Send(src, Gossip(verdicts))] if verdicts else []
+
+    def _failed_events_about(self, peer: str, incarnation: int) -> tuple[Event, ...]:
+        found: list[Event] = []
+        for event in self._host.topology_events():  # rare (cooldown), so a scan is fine
+            fact = fact_of(event)
+            if isinstance(fact, MemberFailed) and fact.peer == peer and fact.incarnation == incarnation:
+                found.append(event)
+                if len(found) >= self.config.piggyback_updates_max:
+                    break
+        return tuple(found)
+
+    def _may_sync(self, peer: str, now: float) -> bool:
+        cooldown_s = SYNC_COOLDOWN_PERIODS * self.config.probe_interval_s
+        last = self._synced.get(peer)
+        if last is not None and now - last < cooldown_s:
+            return False
+        if len(self._synced) >= SYNC_PEERS_MAX:
+            self._synced = {p: t for p, t in self._synced.items() if now - t < cooldown_s}
+            if len(self._synced) >= SYNC_PEERS_MAX:
+                return False
+        self._synced[peer] = now
+        return True
+
+    def _chunks(self, events: list[Event]) -> list[tuple[tuple[Event, ...], bool]]:
+        """Split a topology snapshot by the anti-entropy batch limits; at least one chunk."""
+        chunks: list[list[Event]] = [[]]
+        size = 0
+        for event in events:
+            full = len(chunks[-1]) >= self.config.anti_entropy_batch_events_max
+            if chunks[-1] and (full or size + event.size() > self.config.anti_entropy_batch_bytes_max):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(event)
+            size += event.size()
+        return [(tuple(chunk), index == len(chunks) - 1) for index, chunk in enumerate(chunks)]
+
+    # -- probing --
+
+    def _tick_probe(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        probe = self._probe
+        if probe is not None and not probe.acked and not probe.indirect_sent and now >= probe.direct_deadline:
+            probe.indirect_sent = True
+            effects += self._send_ping_reqs(probe)
+        if self._period_end is not None and now >= self._period_end:
+            if probe is not None and not probe.acked:
+                effects += self._suspect(probe, now)
+            self._probe = None
+            following = self._period_end + self.config.probe_interval_s
+            self._period_end = following if following > now else now + self.config.probe_interval_s
+            effects += self._start_probe(now)
+            self._periods += 1
+            if self._periods % DEAD_PROBE_PERIODS == 0:
+                effects += self._probe_the_dead()
+        return effects
+
+    def _start_probe(self, now: float) -> list[Effect]:
+        target = self._next_target(now)
+        if target is None:
+            return []
+        member = self._host.topology_view().member(target)
+        assert member is not None, target
+        seq = self._next_seq()
+        self._probe = _Probe(target, seq, member.incarnation, now + self.config.probe_timeout_s)
+        return [Send(target, Ping(seq, target, self.address, self._gossip()))]
+
+    def _next_target(self, now: float) -> str | None:
+        view = self._host.topology_view()
+        for _ in range(2):
+            while self._probe_index < len(self._probe_order):
+                peer = self._probe_order[self._probe_index]
+                self._probe_index += 1
+                if view.is_live(peer):
+                    return peer
+            self._new_round(view, now)
+        return None
+
+    def _new_round(self, view: TopologyState, now: float) -> None:
+        order = [peer for peer in view.live_peers() if peer != self.name]
+        self._rng.shuffle(order)
+        self._probe_order, self._probe_index, self._in_round = order, 0, set(order)
+        self._scan(now)  # once a round: a safety net should a broadcast() ever be missed
+
+    def _add_to_round(self, peer: str) -> None:
+        """A peer learned mid-round goes to a random place in the rest of the round."""
+        if peer == self.name or peer in self._in_round:
+            return
+        position = self._rng.randint(self._probe_index, len(self._probe_order))
+        self._probe_order.insert(position, peer)
+        self._in_round.add(peer)
+
+    def _probe_the_dead(self) -> list[Effect]:
+        """Ping one failed peer: if it is back (a healed partition), its answer starts a repair."""
+        dead = [peer for peer in self._host.topology_view().failed_peers() if peer != self.name]
+        if not dead:
+            return []
+        target = self._rng.choice(dead)
+        return [Send(target, Ping(self._next_seq(), target, self.address, self._gossip()))]
+
+    def _send_ping_reqs(self, probe: _Probe) -> list[Effect]:
+        helpers = [peer for peer in self._host.topology_view().live_peers() if peer not in (self.name, probe.target)]
+        chosen = self._rng.sample(helpers, min(self.config.indirect_probes, len(helpers)))
+        return [Send(peer, PingReq(probe.seq, probe.target, self.address, self._gossip())) for peer in chosen]
+
+    def _suspect(self, probe: _Probe, now: float) -> list[Effect]:
+        member = self._host.topology_view().member(probe.target)
+        if member is None or not member.live or member.incarnation != probe.incarnation:
+            return []  # declared or refuted meanwhile
+        if member.status == "suspect":
+            return []  # someone's fact says it already: theirs declares, ours would add events
+        fact = MemberSuspect(probe.target, member.incarnation, self.name)
+        effects = list(self._host.publish_fact(fact, now)[1])
+        self._arm(probe.target, member.incarnation, now, mine=True)
+        effects.append(Journal("suspect", f"{self.name} suspects {probe.target} (incarnation {member.incarnation})"))
+        return effects
+
+    # -- suspicion and refutation --
+
+    def _arm(self, peer: str, incarnation: int, now: float, mine: bool) -> None:
+        if peer == self.name:
+            return
+        member = self._host.topology_view().member(peer)
+        if member is None or member.status != "suspect" or member.incarnation != incarnation:
+            return
+        existing = self._suspicions.get(peer)
+        if existing is not None and existing.incarnation == incarnation:
+            if mine and not existing.mine:  # we raised it after all (heard of it first from elsewhere)
+                self._suspicions[peer] = _Suspicion(incarnation, existing.started, existing.timeout, True)
+            return
+        timeout = self.config.suspicion_timeout_s(self._host.topology_view().live_count())
+        self._suspicions[peer] = _Suspicion(incarnation, now, timeout, mine)
+
+    def _tick_suspicions(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        view = self._host.topology_view()
+        for peer in sorted(self._suspicions):
+            suspicion = self._suspicions[peer]
+            member = view.member(peer)
+            if member is None or member.status != "suspect" or member.incarnation != suspicion.incarnation:
+                del self._suspicions[peer]  # refuted or already declared
+            elif now >= suspicion.deadline:
+                del self._suspicions[peer]
+                _, published = self._host.publish_fact(MemberFailed(peer, suspicion.incarnation, self.name), now)
+                effects += published
+                effects.append(Journal("failed", f"{self.name} declares {peer} failed (incarnation {suspicion.incarnation})"))
+        return effects
+
+    def _settle(self, now: float) -> list[Effect]:
+        """Act on topology events learned since the last entry point."""
+        facts, self._pending = self._pending, []
+        for fact in facts:
+            match fact:
+                case MemberSuspect():
+                    self._arm(fact.peer, fact.incarnation, now, mine=fact.by == self.name)
+                case MemberJoined() | MemberAlive():
+                    self._add_to_round(fact.peer)
+            if isinstance(fact, (MemberJoined, MemberAlive, MemberSuspect, MemberFailed, MemberLeft)):
+                self._check_self = self._check_self or fact.peer == self.name
+        if not self._check_self:
+            return []
+        self._check_self = False
+        return self._refute(now)
+
+    def _scan(self, now: float) -> None:
+        for peer, member in self._host.topology_view().members().items():
+            if member.status == "suspect":
+                self._arm(peer, member.incarnation, now, mine=False)
+        self._check_self = True
+
+    def _refute(self, now: float) -> list[Effect]:
+        member = self._host.topology_view().member(self.name)
+        if not self._started or self._leaving or member is None:
+            return []
+        if member.status == "alive" or member.incarnation < self.incarnation:
+            self.incarnation = max(self.incarnation, member.incarnation)
+            return []
+        self.incarnation = member.incarnation + 1
+        if member.status == "left":
+            fact: TopologyFact = MemberJoined(self.name, self.address, self.incarnation)
+        else:
+            fact = MemberAlive(self.name, self.incarnation)
+        event, published = self._host.publish_fact(fact, now)
+        if isinstance(fact, MemberJoined):
+            self._join_event = event
+        effects = list(published)
+        effects.append(
+            Journal("refuted", f"{self.name} was {member.status} at incarnation {member.incarnation}; "
+                               f"alive again at {self.incarnation}")
+        )
+        return effects
+
+    # -- joining --
+
+    def _send_joins(self) -> list[Effect]:
+        assert self._join_event is not None
+        return [SendTo(seed, Join(self._join_event)) for seed in self._seeds]
+
+    def _tick_join(self, now: float) -> list[Effect]:
+        if self._join_retry_at is None or now < self._join_retry_at:
+            return []
+        self._join_retry_at = now + JOIN_RETRY_PERIODS * self.config.probe_interval_s
+        return self._send_joins()
+
+    def _configure(self, now: float) -> list[Effect]:
+        fact = MeshConfigured(self.config.shards, self.config.replication_factor)
+        effects = list(self._host.publish_fact(fact, now)[1])
+        effects.append(Journal("configured", f"{self.name} configured the mesh: {fact.shards} shards, "
+                                             f"replication factor {fact.replication_factor}"))
+        return effects
+
+    # -- plumbing --
+
+    def _absorb(self, events: Sequence[Event], now: float) -> list[Effect]:
+        if not events:
+            return []
+        for event in events:
+            fact_of(event)  # RemoteProtocolError before anything reaches the host
+        _, effects = self._host.absorb_topology(events, now)
+        return list(effects)
+
+    def _gossip(self) -> tuple[Event, ...]:
+        limit = self.config.retransmit_limit(self._host.topology_view().live_count())
+        return self._queue.take(self.config.piggyback_updates_max, limit)
+
+    def _reply(self, peer: str, address: str, message: object) -> list[Effect]:
+        """Answer `peer` by name when the view knows it at `address`, else dial `address`."""
+        member = self._host.topology_view().member(peer)
+        if member is not None and member.address and (member.address == address or not address):
+            return [Send(peer, message)]
+        return [SendTo(address, message)] if address else []
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _expire_relays(self, now: float) -> None:
+        expired = [seq for seq, relay in self._relays.items() if relay.expires <= now]
+        for seq in expired:
+            del self._relays[seq]
