@@ -71,6 +71,7 @@ class Harness:
         self.journal: list[tuple[float, str, str]] = []
         self.bytes_to: Counter[str] = Counter()
         self.bytes_by_kind: Counter[str] = Counter()
+        self.bytes_to_by_kind: Counter[tuple[str, str]] = Counter()  # (destination, message class)
         self.messages = 0
         self.node_setup: Callable[[Node], None] | None = None
         self._heap: list[tuple[float, int, tuple]] = []
@@ -78,6 +79,11 @@ class Harness:
         self._request_id = 0
 
     # -- peers --
+    def preload(self, name: str, events: Sequence[Event]) -> None:
+        """Store `events` on `name` before it starts (a peer with history)."""
+        peer = self.peers.get(name) or self.peers.setdefault(name, Peer(name, MemoryStore()))
+        peer.store.append_batch(events, on_conflict="resolve")
+
     def start(self, name: str, seeds: Sequence[str] = ()) -> Node:
         peer = self.peers.get(name) or self.peers.setdefault(name, Peer(name, MemoryStore()))
         assert peer.node is None, f"{name} is running"
@@ -116,6 +122,7 @@ class Harness:
         self.messages += 1
         self.bytes_to[dst] += len(data)
         self.bytes_by_kind[type(message).__name__] += len(data)
+        self.bytes_to_by_kind[(dst, type(message).__name__)] += len(data)
         if frozenset((src, dst)) in self.cut or dst not in self.peers or self.rng.random() < self.loss:
             return
         target = self.peers[dst]

@@ -10,9 +10,10 @@ cut at `anti_entropy_batch_events_max` events or `anti_entropy_batch_bytes_max` 
 A cut batch says `more`: the receiver starts the next round with the same partner as soon
 as the batch is durable, so catch-up runs at disk speed, not one batch per interval.
 
-A peer pulls each shard from one partner at a time (`_pulling`, with an expiry), so two
-partners that both notice a returning peer do not both send it the same events: catch-up
-costs little more than the bytes of what was missing.
+A peer has at most one pull of a shard outstanding (`_pulling`, released when the batch
+is durable, or at its expiry), so two partners that both notice a returning peer, or two
+rounds crossing with one partner, never both send it the same events: catch-up costs
+little more than the bytes of what was missing.
 """
 
 from __future__ import annotations
@@ -89,11 +90,11 @@ class AntiEntropy:
     def _pull(self, round_id: int, src: str, shards: list[int], topology: bool, now: float) -> SyncPull:
         """A pull for those of `shards` (and `$topology`) not already pulled from another."""
         expiry = now + PULL_LOCK_INTERVALS * self.node.config.gossip_interval_s
-        free = [s for s in shards if not self._locked_by_other(s, src, now)]
+        free = [s for s in shards if not self.pulling(s, now)]
         for shard in free:
             self._pulling[shard] = (src, expiry)
         vector = None
-        if topology and not self._locked_by_other(TOPOLOGY_SHARD, src, now):
+        if topology and not self.pulling(TOPOLOGY_SHARD, now):
             self._pulling[TOPOLOGY_SHARD] = (src, expiry)
             vector = self.node.log.vector
         vectors = tuple(
@@ -101,10 +102,6 @@ class AntiEntropy:
             for shard in free for stream in self.node.streams_in(shard)
         )
         return SyncPull(round_id, tuple(free), vectors, vector, (), False)
-
-    def _locked_by_other(self, shard: int, src: str, now: float) -> bool:
-        entry = self._pulling.get(shard)
-        return entry is not None and entry[0] != src and entry[1] > now
 
     # -- either side: a pull arrives --
     def on_pull(self, src: str, pull: SyncPull, now: float) -> list[Effect]:
@@ -146,8 +143,14 @@ class AntiEntropy:
 
     # -- the puller: events arrive --
     def on_events(self, src: str, batch: SyncEvents, now: float) -> list[Effect]:
+        if TOPOLOGY_SHARD in self._pulling and self._pulling[TOPOLOGY_SHARD][0] == src and not batch.more:
+            self.node.topology_synced_with(src, now)
+        return self.node.take_events(src, batch.events, now, ("sync", src, batch.more))
+
+    def on_durable(self, src: str, more: bool, now: float) -> list[Effect]:
+        """A batch from `src` is durable: its pulls are done (the store's vectors now show
+        the events, so the next round asks only for the rest); continue if it was cut."""
         for shard in sorted(self._pulling):
             if self._pulling[shard][0] == src:
                 del self._pulling[shard]
-        effects = self.node.take_events(src, batch.events, now, ("sync", src, batch.more))
-        return effects
+        return self.start_round(src, now) if more else []
