@@ -103,6 +103,7 @@ class _Suspicion:
     started: float
     timeout: float  # suspicion_timeout_s(N) with N when the suspicion was first heard of
     mine: bool  # our own probe failed: we declare at the plain timeout
+    event: Event | None = None  # our MemberSuspect event, re-sent to the suspect each period
 
     @property
     def deadline(self) -> float:
@@ -147,7 +148,9 @@ class Membership:
         self._check_self = False
         self._quiet = False  # absorbing a join snapshot: fold it, do not re-gossip it
         self._periods = 0
-        self._synced: dict[str, float] = {}  # peer -> when we last told it / asked it
+        self._synced: dict[str, float] = {}  # "what:peer" -> when we last told it / asked it
+        self._self_event: Event | None = None  # our latest MemberJoined/MemberAlive event
+        self._accused = False  # the message being handled said we are suspect/failed/left
 
     # -- the contract --
 
@@ -162,6 +165,10 @@ class Membership:
         if not self._quiet:
             self._queue.push(event)
         self._pending.append(fact)
+        if isinstance(fact, (MemberJoined, MemberAlive)) and fact.peer == self.name:
+            current = None if self._self_event is None else fact_of(self._self_event)
+            if current is None or fact.incarnation >= current.incarnation:
+                self._self_event = event
 
     def start(self, now: float, seeds: Sequence[str]) -> list[Effect]:
         """Publish our join, contact the seeds and begin probing.
@@ -218,7 +225,11 @@ class Membership:
             case WhoAreYou():
                 effects += self._on_who_are_you(src)
         effects += self._settle(now)
-        return effects + self._reconcile(src, getattr(message, "reply_address", ""), now)
+        reply_address = getattr(message, "reply_address", "")
+        if self._accused:
+            self._accused = False
+            effects += self._answer_accusation(src, reply_address, now)
+        return effects + self._reconcile(src, reply_address, now)
 
     def tick(self, now: float) -> list[Effect]:
         """Run the timers that are due: probe phases, suspicion timeouts, join retries."""
@@ -335,6 +346,19 @@ class Membership:
             return []
         return [Send(src, Gossip((self._join_event,)))]
 
+    def _answer_accusation(self, src: str, reply_address: str, now: float) -> list[Effect]:
+        """`src` sent facts calling us suspect/failed/left: show it our latest liveness.
+
+        After `_settle` refuted (if the accusation was news), `_self_event` is the refutation;
+        if the accusation was old news, `src` holds a stale view that gossip may never fix
+        (its copy of our refutation was dropped), so it gets the event directly.
+        """
+        if self._leaving or self._self_event is None or not src or src == self.name:
+            return []
+        if not self._may_sync(f"self:{src}", now):
+            return []
+        return self._reply(src, reply_address, Gossip((self._self_event,)))
+
     def _reconcile(self, src: str, reply_address: str, now: float) -> list[Effect]:
         """A message from a peer we do not know, or hold as failed, starts a repair.
 
@@ -349,7 +373,7 @@ class Membership:
             return []
         if member is None and not reply_address:
             return []
-        if not self._may_sync(src, now):
+        if not self._may_sync(f"sync:{src}", now):
             return []
         if member is None:
             return [SendTo(reply_address, WhoAreYou())]
@@ -366,16 +390,16 @@ class Membership:
                     break
         return tuple(found)
 
-    def _may_sync(self, peer: str, now: float) -> bool:
+    def _may_sync(self, key: str, now: float) -> bool:
         cooldown_s = SYNC_COOLDOWN_PERIODS * self.config.probe_interval_s
-        last = self._synced.get(peer)
+        last = self._synced.get(key)
         if last is not None and now - last < cooldown_s:
             return False
         if len(self._synced) >= SYNC_PEERS_MAX:
             self._synced = {p: t for p, t in self._synced.items() if now - t < cooldown_s}
             if len(self._synced) >= SYNC_PEERS_MAX:
                 return False
-        self._synced[peer] = now
+        self._synced[key] = now
         return True
 
     def _chunks(self, events: list[Event]) -> list[tuple[tuple[Event, ...], bool]]:
@@ -409,6 +433,7 @@ class Membership:
             self._periods += 1
             if self._periods % DEAD_PROBE_PERIODS == 0:
                 effects += self._probe_the_dead()
+            effects += self._notify_suspects()
         return effects
 
     def _start_probe(self, now: float) -> list[Effect]:
@@ -446,13 +471,22 @@ class Membership:
         self._probe_order.insert(position, peer)
         self._in_round.add(peer)
 
+    def _notify_suspects(self) -> list[Effect]:
+        """Lifeguard's buddy idea: tell a peer we suspect so directly, so it refutes in time."""
+        return [
+            Send(peer, Gossip((suspicion.event,)))
+            for peer, suspicion in sorted(self._suspicions.items())
+            if suspicion.mine and suspicion.event is not None
+        ]
+
     def _probe_the_dead(self) -> list[Effect]:
         """Ping one failed peer: if it is back (a healed partition), its answer starts a repair."""
         dead = [peer for peer in self._host.topology_view().failed_peers() if peer != self.name]
         if not dead:
             return []
         target = self._rng.choice(dead)
-        return [Send(target, Ping(self._next_seq(), target, self.address, self._gossip()))]
+        # No gossip: transmissions spent on the probably dead would starve the living.
+        return [Send(target, Ping(self._next_seq(), target, self.address, ()))]
 
     def _send_ping_reqs(self, probe: _Probe) -> list[Effect]:
         helpers = [peer for peer in self._host.topology_view().live_peers() if peer not in (self.name, probe.target)]
@@ -466,14 +500,16 @@ class Membership:
         if member.status == "suspect":
             return []  # someone's fact says it already: theirs declares, ours would add events
         fact = MemberSuspect(probe.target, member.incarnation, self.name)
-        effects = list(self._host.publish_fact(fact, now)[1])
-        self._arm(probe.target, member.incarnation, now, mine=True)
+        event, published = self._host.publish_fact(fact, now)
+        effects = list(published)
+        self._arm(probe.target, member.incarnation, now, mine=True, event=event)
+        effects.append(Send(probe.target, Gossip((event,))))
         effects.append(Journal("suspect", f"{self.name} suspects {probe.target} (incarnation {member.incarnation})"))
         return effects
 
     # -- suspicion and refutation --
 
-    def _arm(self, peer: str, incarnation: int, now: float, mine: bool) -> None:
+    def _arm(self, peer: str, incarnation: int, now: float, mine: bool, event: Event | None = None) -> None:
         if peer == self.name:
             return
         member = self._host.topology_view().member(peer)
@@ -482,10 +518,10 @@ class Membership:
         existing = self._suspicions.get(peer)
         if existing is not None and existing.incarnation == incarnation:
             if mine and not existing.mine:  # we raised it after all (heard of it first from elsewhere)
-                self._suspicions[peer] = _Suspicion(incarnation, existing.started, existing.timeout, True)
+                self._suspicions[peer] = _Suspicion(incarnation, existing.started, existing.timeout, True, event)
             return
         timeout = self.config.suspicion_timeout_s(self._host.topology_view().live_count())
-        self._suspicions[peer] = _Suspicion(incarnation, now, timeout, mine)
+        self._suspicions[peer] = _Suspicion(incarnation, now, timeout, mine, event)
 
     def _tick_suspicions(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
@@ -571,7 +607,9 @@ class Membership:
         if not events:
             return []
         for event in events:
-            fact_of(event)  # RemoteProtocolError before anything reaches the host
+            fact = fact_of(event)  # RemoteProtocolError before anything reaches the host
+            if isinstance(fact, (MemberSuspect, MemberFailed, MemberLeft)) and fact.peer == self.name:
+                self._accused = True
         _, effects = self._host.absorb_topology(events, now)
         return list(effects)
 
