@@ -294,8 +294,29 @@ async def _status(args: argparse.Namespace, cluster_key: bytes | None) -> int:
     if args.json:
         print(json.dumps(status, sort_keys=True))
     else:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(status_text(status))
     return 0
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """A person's view of a status document: members, then streams, then everything else."""
+    lines = [f"peer {status.get('name', '?')} at {status.get('address', '?')}"]
+    members = status.get("members")
+    if isinstance(members, list):
+        lines.append("members:")
+        for m in members:
+            lines.append(f"  {m.get('peer', '?'):<16} {m.get('address', '?'):<22} {m.get('status', '?'):<8} "
+                         f"incarnation {m.get('incarnation', '?')}")
+    streams = status.get("streams")
+    if isinstance(streams, list):
+        lines.append("streams:")
+        for s in streams:
+            replicas = ",".join(s.get("replicas", []))
+            lines.append(f"  {s.get('stream', '?'):<24} shard {s.get('shard', '?'):<4} master {s.get('master') or '-':<10}"
+                         f" replicas {replicas:<24} events {s.get('events', '?')}")
+    rest = {k: v for k, v in status.items() if k not in ("name", "address", "members", "streams")}
+    lines.extend(f"{key}: {json.dumps(rest[key], sort_keys=True)}" for key in sorted(rest))
+    return "\n".join(lines)
 
 
 async def _topology(args: argparse.Namespace, cluster_key: bytes | None) -> int:

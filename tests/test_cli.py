@@ -60,3 +60,11 @@ def test_topology_dot_output():
             "masters": {"3": {"peer": "n1", "epoch": 2}}}
     text = cli.topology_dot(view)
     assert text.startswith("digraph mesh {") and '"shard 3" -> "n1"' in text and "salmon" in text
+
+
+def test_status_text_lists_members_and_streams():
+    text = cli.status_text({"name": "n1", "address": "127.0.0.1:1",
+                            "members": [{"peer": "n1", "address": "127.0.0.1:1", "status": "alive", "incarnation": 0}],
+                            "streams": [{"stream": "orders", "shard": 6, "master": "n1", "replicas": ["n1"],
+                                         "events": 3}], "replication_lag": {"n2": 0}})
+    assert "orders" in text and "alive" in text and "replication_lag" in text
