@@ -1,0 +1,153 @@
+"""The driver on its own under trio's MockClock: ticks at deadlines, group commit, effects."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from meshstream.clocks import Dot, VersionVector
+from meshstream.config import Config
+from meshstream.envelope import Event
+from meshstream.protocol.effects import Deliver, Persist, Reply, Send, SendTo
+from meshstream.runtime.driver import Driver
+from meshstream.wire.messages import ReadReply, ReadRequest, StatusRequest
+
+CONFIG = Config.preset("local")
+
+
+def _event(counter):
+    return Event.sequence("s", b"k%d" % counter, b"d", {}, Dot("n1", counter), VersionVector())
+
+
+class Links:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, address, message):
+        self.sent.append((address, message))
+        return True
+
+    async def drain(self, timeout_s):
+        pass
+
+
+class Store:
+    def __init__(self):
+        self.writes = []
+
+    def prepare_batch(self, events, *, on_conflict):
+        return list(events)
+
+    def write_prepared(self, prepared):
+        self.writes.append(prepared)
+
+    def commit_prepared(self, prepared):
+        return []
+
+
+class Connection:
+    def __init__(self):
+        self.replies = []
+
+    def send_nowait(self, message):
+        self.replies.append((trio.current_time(), message))
+        return True
+
+
+class Node:
+    def __init__(self):
+        self.ticks = []
+        self.persisted_tokens = []
+        self.deadline = 10.0
+        self.events = []
+
+    def start(self, now):
+        return [Send("n2", "hello"), SendTo("10.0.0.9:7000", "seed")]
+
+    def next_deadline(self):
+        return self.deadline
+
+    def tick(self, now):
+        self.ticks.append(now)
+        if now >= self.deadline:
+            self.deadline = now + 10.0
+        return []
+
+    def address_of(self, peer):
+        return {"n2": "127.0.0.1:7002"}.get(peer)
+
+    def persisted(self, token, now):
+        self.persisted_tokens.append(token)
+        return []
+
+    def client_request(self, client, message, now):
+        if isinstance(message, ReadRequest):
+            new = tuple(e for e in self.events if e.dot not in message.cursor)
+            return [Reply(client, ReadReply(message.request_id, new, message.cursor, "", ""))]
+        return [Persist(message.request_id, (_event(message.request_id),))]
+
+    def receive(self, src, message, now):
+        return []
+
+    def leave(self, now):
+        return []
+
+
+async def _driver(nursery):
+    node, store, links = Node(), Store(), Links()
+    driver = Driver(node, store, CONFIG, links)
+    await nursery.start(driver.run)
+    return driver, node, store, links
+
+
+async def test_sends_resolve_addresses_and_ticks_follow_deadlines(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        driver, node, store, links = await _driver(nursery)
+        assert links.sent == [("127.0.0.1:7002", "hello"), ("10.0.0.9:7000", "seed")]
+        await trio.sleep(35)
+        deadline_ticks = [t for t in node.ticks if t >= 10.0]
+        assert [round(t) for t in deadline_ticks] == [10, 20, 30]
+        nursery.cancel_scope.cancel()
+
+
+async def test_group_commit_batches_pending_persists(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        driver, node, store, links = await _driver(nursery)
+        for token in range(1, 6):
+            driver.execute([Persist(token, (_event(token),))])
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.persisted_tokens == [1, 2, 3, 4, 5]
+        assert sum(len(batch) for batch in store.writes) == 5 and len(store.writes) <= 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_long_poll_waits_for_deliver_or_times_out(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        driver, node, store, links = await _driver(nursery)
+        connection = Connection()
+        client = driver.register_client(connection)
+        start = trio.current_time()
+        driver.client_request(client, ReadRequest(1, "s", VersionVector(), 10, 3.0))
+        await trio.sleep(1.0)
+        assert connection.replies == []
+        node.events.append(_event(1))
+        driver.execute([Deliver("s", (node.events[0],))])
+        await trio.testing.wait_all_tasks_blocked()
+        (when, reply), = connection.replies
+        assert reply.events == (node.events[0],) and when - start < 1.5
+        driver.client_request(client, ReadRequest(2, "s", VersionVector({"n1": 1}), 10, 3.0))
+        await trio.sleep(5.0)
+        (when, reply) = connection.replies[1]
+        assert reply.events == () and 2.9 <= when - start - 1.0 <= 3.1
+        nursery.cancel_scope.cancel()
+
+
+async def test_replies_to_departed_clients_are_dropped(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        driver, node, store, links = await _driver(nursery)
+        connection = Connection()
+        client = driver.register_client(connection)
+        driver.unregister_client(client)
+        driver.execute([Reply(client, StatusRequest(1))])
+        assert connection.replies == []
+        nursery.cancel_scope.cancel()
