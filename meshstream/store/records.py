@@ -37,6 +37,8 @@ HEADER = struct.Struct("<4sI16s")
 HEADER_BYTES = HEADER.size
 RECORD_DIGEST_BYTES = 16
 RECORD_BODY_BYTES_MAX = 80 * 1024 * 1024  # above the envelope's 64 MiB data ceiling
+TORN = "torn"  # Scanned.error of a torn tail
+PAST_END = "length runs past the end of the data"
 _MAGICS = {EVENT_MAGIC: KIND_EVENT, DOT_MAGIC: KIND_DOT}
 _blake3 = blake3.blake3
 _loads = cbor2.loads
@@ -103,10 +105,18 @@ def _split_envelope(envelope: bytes) -> tuple[memoryview, bytes]:
     return view[start:end], envelope[end + 2:]
 
 
-def decode_fast(envelope: bytes) -> Event:
-    """Decode an envelope this store wrote. Raises ValueError if its digest or shape is off."""
+def decode_fast(envelope: bytes, *, record_digest: bytes = b"") -> Event:
+    """Decode an envelope this store wrote. Raises ValueError if a digest or shape is off.
+
+    With `record_digest` (the header's) it checks that instead of the envelope's own
+    digest: one hash either way, but the header digest covers every byte of the envelope,
+    its digest field included, so no flipped byte gets through.
+    """
     body, digest = _split_envelope(envelope)
-    if _blake3(body).digest() != digest:
+    if record_digest:
+        if _blake3(envelope).digest(length=RECORD_DIGEST_BYTES) != record_digest:
+            raise ValueError("record digest does not match its body")
+    elif _blake3(body).digest() != digest:
         raise ValueError("envelope digest does not match its body")
     version, stream, key, data, metadata, dot, context = _loads(body)
     event = _new(Event)
@@ -153,13 +163,13 @@ class Scanned:
 def _check_at(data: bytes | memoryview, offset: int, end: int) -> tuple[int, int] | str:
     """(kind, total length) of a sound record at `offset`, or why it is not one."""
     if end - offset < HEADER_BYTES:
-        return "torn"
+        return PAST_END
     magic, size, digest = HEADER.unpack_from(data, offset)
     kind = _MAGICS.get(bytes(magic))
     if kind is None:
         return "bad magic"
     if size > RECORD_BODY_BYTES_MAX or offset + HEADER_BYTES + size > end:
-        return "torn"
+        return PAST_END
     body_start = offset + HEADER_BYTES
     if record_digest(data[body_start:body_start + size]) != digest:
         return "digest mismatch"
@@ -195,8 +205,8 @@ def scan_segment(data: bytes, start: int = 0) -> Iterator[Scanned]:
             offset += length
             continue
         following = _next_sound(data, offset, end)
-        torn = following == end and (checked == "torn" or not any(data[offset:end]))
-        yield Scanned(offset, following - offset, 0, b"", "torn" if torn else checked)
+        torn = following == end and (checked == PAST_END or not any(data[offset:end]))
+        yield Scanned(offset, following - offset, 0, b"", TORN if torn else checked)
         offset = following
 
 

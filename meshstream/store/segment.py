@@ -126,7 +126,7 @@ class SegmentStore(IndexedStore):
             return
         with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             for found in records.scan_segment(data, start):
-                if found.error == "torn" and last:
+                if found.error == records.TORN and last:
                     self.recovery["truncated_bytes"] = size - found.offset
                     break
                 self._replay_record(segment, found)
@@ -342,7 +342,8 @@ class SegmentStore(IndexedStore):
                 or int.from_bytes(header[4:8], "little") != length - records.HEADER_BYTES:
             return records.corrupt_error(segment_name(segment), offset, "bad record header")
         try:
-            return records.decode_fast(data[at + records.HEADER_BYTES:at + length])
+            return records.decode_fast(data[at + records.HEADER_BYTES:at + length],
+                                       record_digest=header[8:records.HEADER_BYTES])
         except (ValueError, TypeError, KeyError, IndexError, cbor2.CBORDecodeError) as exc:
             return records.corrupt_error(segment_name(segment), offset, str(exc) or type(exc).__name__)
 

@@ -57,7 +57,7 @@ def verify_directory(path: str) -> VerifyReport:
 
 def _verify_segment(report: VerifyReport, name: str, data: bytes, last: bool) -> None:
     for found in records.scan_segment(data):
-        if found.error == "torn" and last:
+        if found.error == records.TORN and last:
             report.torn_tail = {"segment": name, "offset": found.offset, "bytes": found.length}
             continue
         report.records += 1
