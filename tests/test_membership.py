@@ -448,3 +448,18 @@ def test_a_join_must_carry_a_join_and_misuse_is_local():
         net.peers["n1"].receive("n2", "hello", net.now)
     with pytest.raises(LocalProtocolError):
         net.peers["n1"].start(net.now, [])
+
+
+def test_cooldown_allows_one_per_interval_and_stays_bounded():
+    from meshstream.protocol.broadcast import Cooldown, chunk_events
+
+    cooldown = Cooldown(interval_s=3.0, keys_max=2)
+    assert cooldown.allow("a", 0.0) and not cooldown.allow("a", 2.9) and cooldown.allow("a", 3.0)
+    assert cooldown.allow("b", 3.0)
+    assert not cooldown.allow("c", 4.0), "full of live keys: refuse rather than grow"
+    assert cooldown.allow("c", 6.5), "expired keys make room"
+    assert chunk_events([], 4, 1000) == [((), True)]
+    events = [_event(i) for i in range(1, 6)]
+    chunks = chunk_events(events, 2, 10**6)
+    assert [len(c) for c, _ in chunks] == [2, 2, 1] and [last for _, last in chunks] == [False, False, True]
+    assert [len(c) for c, _ in chunk_events(events, 100, events[0].size())] == [1] * 5

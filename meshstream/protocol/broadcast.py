@@ -10,6 +10,10 @@ A heap ordered by (transmits, -sequence) gives the next events in O(k log Q). Th
 bounded: past `queue_events_max` it keeps the best three quarters (anti-entropy of the
 `$topology` stream repairs whatever gossip drops). The same event (by digest) queued twice
 is one entry.
+
+Two helpers for the other ways membership moves topology events: `chunk_events` splits a
+join snapshot into bounded messages, and `Cooldown` lets a repair message go to a peer at
+most once per interval (with a bounded memory of peers).
 """
 
 from __future__ import annotations
@@ -66,3 +70,38 @@ class BroadcastQueue:
         self._heap = keep
         heapq.heapify(self._heap)
         self._queued = {event.digest for _, _, event in keep}
+
+
+def chunk_events(events: list[Event], events_max: int, bytes_max: int) -> list[tuple[tuple[Event, ...], bool]]:
+    """Split `events` into (chunk, is_last) pairs of at most `events_max` events and about
+    `bytes_max` bytes (a single larger event gets a chunk of its own). At least one chunk."""
+    chunks: list[list[Event]] = [[]]
+    size = 0
+    for event in events:
+        full = len(chunks[-1]) >= events_max or size + event.size() > bytes_max
+        if chunks[-1] and full:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(event)
+        size += event.size()
+    return [(tuple(chunk), index == len(chunks) - 1) for index, chunk in enumerate(chunks)]
+
+
+class Cooldown:
+    """At most one `allow(key, now)` per `interval_s` per key; remembers `keys_max` keys."""
+
+    def __init__(self, interval_s: float, keys_max: int) -> None:
+        self._interval_s = interval_s
+        self._keys_max = keys_max
+        self._last: dict[str, float] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval_s:
+            return False
+        if len(self._last) >= self._keys_max:
+            self._last = {k: t for k, t in self._last.items() if now - t < self._interval_s}
+            if len(self._last) >= self._keys_max:
+                return False  # bounded: a repair can wait for the next interval
+        self._last[key] = now
+        return True

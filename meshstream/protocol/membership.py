@@ -28,6 +28,12 @@ How it works (SWIM, with Lifeguard's habit of trusting refutation over timers):
   knew none.
 - `leave()` publishes `MemberLeft` and hands it directly to a few live peers, then stops
   probing.
+- Repair (Lifeguard's buddy system and more): the suspecter sends its `MemberSuspect`
+  straight to the suspect each period; a peer shown a stale accusation answers with its
+  latest own liveness event; a message from an unknown peer gets a `WhoAreYou`; one from a
+  peer we hold failed gets the facts that declared it, so it refutes; and every
+  `DEAD_PROBE_PERIODS` periods we ping one failed peer, so two sides of a healed partition
+  that hold each other failed talk again. Each repair is rate-limited per peer.
 
 Never reads a clock or global randomness: `now` and a seeded `random.Random` come in.
 """
@@ -42,28 +48,12 @@ from typing import Protocol
 from meshstream.config import Config
 from meshstream.envelope import Event
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
-from meshstream.protocol.broadcast import BroadcastQueue
+from meshstream.protocol.broadcast import BroadcastQueue, Cooldown, chunk_events
 from meshstream.protocol.effects import Effect, Journal, Send, SendTo
-from meshstream.wire.membership_messages import (
-    MEMBERSHIP_MESSAGES,
-    Ack,
-    Gossip,
-    Join,
-    JoinReply,
-    Ping,
-    PingReq,
-    WhoAreYou,
-)
-from topology.events import (
-    MemberAlive,
-    MemberFailed,
-    MemberJoined,
-    MemberLeft,
-    MemberSuspect,
-    MeshConfigured,
-    TopologyFact,
-    fact_of,
-)
+from meshstream.wire import membership_messages as wire
+from meshstream.wire.membership_messages import Ack, Gossip, Join, JoinReply, Ping, PingReq, WhoAreYou
+from topology.events import (MemberAlive, MemberFailed, MemberJoined, MemberLeft, MemberSuspect, MeshConfigured,
+                             TopologyFact, fact_of)
 from topology.fold import TopologyState
 
 JOIN_RETRY_PERIODS = 2  # a seed that has not answered in two probe periods is asked again
@@ -148,7 +138,7 @@ class Membership:
         self._check_self = False
         self._quiet = False  # absorbing a join snapshot: fold it, do not re-gossip it
         self._periods = 0
-        self._synced: dict[str, float] = {}  # "what:peer" -> when we last told it / asked it
+        self._cooldown = Cooldown(SYNC_COOLDOWN_PERIODS * config.probe_interval_s, SYNC_PEERS_MAX)
         self._self_event: Event | None = None  # our latest MemberJoined/MemberAlive event
         self._accused = False  # the message being handled said we are suspect/failed/left
 
@@ -157,7 +147,7 @@ class Membership:
     @staticmethod
     def handles(message: object) -> bool:
         """True for the membership messages (kinds 20-39)."""
-        return isinstance(message, MEMBERSHIP_MESSAGES)
+        return isinstance(message, wire.MEMBERSHIP_MESSAGES)
 
     def broadcast(self, event: Event) -> None:
         """Piggyback this new topology event, and note it for timers and refutation."""
@@ -325,7 +315,8 @@ class Membership:
         if fact.peer == self.name:
             raise RemoteProtocolError(f"a Join from a peer with our own name {self.name!r}")
         effects = self._absorb((join.member,), now) + self._settle(now)
-        for chunk, last in self._chunks(list(self._host.topology_events())):
+        limits = (self.config.anti_entropy_batch_events_max, self.config.anti_entropy_batch_bytes_max)
+        for chunk, last in chunk_events(list(self._host.topology_events()), *limits):
             effects += self._reply(fact.peer, fact.address, JoinReply(chunk, last))
         return effects
 
@@ -355,7 +346,7 @@ class Membership:
         """
         if self._leaving or self._self_event is None or not src or src == self.name:
             return []
-        if not self._may_sync(f"self:{src}", now):
+        if not self._cooldown.allow(f"self:{src}", now):
             return []
         return self._reply(src, reply_address, Gossip((self._self_event,)))
 
@@ -373,7 +364,7 @@ class Membership:
             return []
         if member is None and not reply_address:
             return []
-        if not self._may_sync(f"sync:{src}", now):
+        if not self._cooldown.allow(f"sync:{src}", now):
             return []
         if member is None:
             return [SendTo(reply_address, WhoAreYou())]
@@ -389,31 +380,6 @@ class Membership:
                 if len(found) >= self.config.piggyback_updates_max:
                     break
         return tuple(found)
-
-    def _may_sync(self, key: str, now: float) -> bool:
-        cooldown_s = SYNC_COOLDOWN_PERIODS * self.config.probe_interval_s
-        last = self._synced.get(key)
-        if last is not None and now - last < cooldown_s:
-            return False
-        if len(self._synced) >= SYNC_PEERS_MAX:
-            self._synced = {p: t for p, t in self._synced.items() if now - t < cooldown_s}
-            if len(self._synced) >= SYNC_PEERS_MAX:
-                return False
-        self._synced[key] = now
-        return True
-
-    def _chunks(self, events: list[Event]) -> list[tuple[tuple[Event, ...], bool]]:
-        """Split a topology snapshot by the anti-entropy batch limits; at least one chunk."""
-        chunks: list[list[Event]] = [[]]
-        size = 0
-        for event in events:
-            full = len(chunks[-1]) >= self.config.anti_entropy_batch_events_max
-            if chunks[-1] and (full or size + event.size() > self.config.anti_entropy_batch_bytes_max):
-                chunks.append([])
-                size = 0
-            chunks[-1].append(event)
-            size += event.size()
-        return [(tuple(chunk), index == len(chunks) - 1) for index, chunk in enumerate(chunks)]
 
     # -- probing --
 
@@ -535,7 +501,8 @@ class Membership:
                 del self._suspicions[peer]
                 _, published = self._host.publish_fact(MemberFailed(peer, suspicion.incarnation, self.name), now)
                 effects += published
-                effects.append(Journal("failed", f"{self.name} declares {peer} failed (incarnation {suspicion.incarnation})"))
+                text = f"{self.name} declares {peer} failed (incarnation {suspicion.incarnation})"
+                effects.append(Journal("failed", text))
         return effects
 
     def _settle(self, now: float) -> list[Effect]:
@@ -629,6 +596,4 @@ class Membership:
         return self._seq
 
     def _expire_relays(self, now: float) -> None:
-        expired = [seq for seq, relay in self._relays.items() if relay.expires <= now]
-        for seq in expired:
-            del self._relays[seq]
+        self._relays = {seq: relay for seq, relay in self._relays.items() if relay.expires > now}
