@@ -60,6 +60,7 @@ class Node:
         self.persisted_tokens = []
         self.deadline = 10.0
         self.events = []
+        self.five_persisted = trio.Event()
 
     def start(self, now):
         return [Send("n2", "hello"), SendTo("10.0.0.9:7000", "seed")]
@@ -78,6 +79,8 @@ class Node:
 
     def persisted(self, token, now):
         self.persisted_tokens.append(token)
+        if len(self.persisted_tokens) == 5:
+            self.five_persisted.set()
         return []
 
     def client_request(self, client, message, now):
@@ -115,7 +118,7 @@ async def test_group_commit_batches_pending_persists(autojump_clock):
         driver, node, store, links = await _driver(nursery)
         for token in range(1, 6):
             driver.execute([Persist(token, (_event(token),))])
-        await trio.testing.wait_all_tasks_blocked()
+        await node.five_persisted.wait()  # the fsync runs in a worker thread
         assert node.persisted_tokens == [1, 2, 3, 4, 5]
         assert sum(len(batch) for batch in store.writes) == 5 and len(store.writes) <= 2
         nursery.cancel_scope.cancel()

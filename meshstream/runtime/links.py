@@ -8,6 +8,10 @@ waits `backoff` (doubling from `RECONNECT_BACKOFF_MIN_S` to `RECONNECT_BACKOFF_M
 Messages are best effort: when a link's queue is full, new messages are dropped, as a
 lossy network would; the protocol's retries and anti-entropy repair the rest.
 
+Each address gets two links, two lanes: membership messages (kinds 20-39: probes, acks,
+joins) travel on their own connection so that a probe never waits behind megabytes of
+replication traffic and a busy peer is not suspected for its backlog.
+
 A link that has failed for `LINK_IDLE_S` with nothing new to send ends; the next `send`
 starts it again. Messages that arrive on an outgoing connection are handed to `on_message`
 with the remote's name from its Hello, like those on incoming ones.
@@ -35,11 +39,17 @@ RECONNECT_BACKOFF_MAX_S = 2.0  # a dead peer costs one dial per ~2 s
 CONNECT_TIMEOUT_S = 2.0
 LINK_IDLE_S = 30.0  # stop dialling an address nobody has sent to for this long
 LINKS_MAX = 4096  # addresses dialled at once; beyond this, sends are dropped
+CONTROL_KINDS = range(20, 40)  # membership messages: the control lane
+
+
+def lane_of(message: Any) -> str:
+    return "control" if getattr(type(message), "KIND", 0) in CONTROL_KINDS else "data"
 
 
 class _Link:
-    def __init__(self, address: str, queue_frames_max: int) -> None:
-        self.address = address
+    def __init__(self, lane: tuple[str, str], queue_frames_max: int) -> None:
+        self.lane = lane
+        self.address = lane[0]
         self.outbox, self.inbox = trio.open_memory_channel[Any](queue_frames_max)
         self.last_send = trio.current_time()
         self.connection: Connection | None = None
@@ -68,11 +78,12 @@ class PeerLinks:
 
     def send(self, address: str, message: Any) -> bool:
         """Queue `message` for `address`; False when dropped (queue full, too many links)."""
-        link = self._links.get(address)
+        lane = (address, lane_of(message))
+        link = self._links.get(lane)
         if link is None:
             if len(self._links) >= LINKS_MAX:
                 return False
-            link = self._links[address] = _Link(address, self._config.send_queue_frames_max)
+            link = self._links[lane] = _Link(lane, self._config.send_queue_frames_max)
             self._nursery.start_soon(self._run_link, link)
         link.last_send = trio.current_time()
         try:
@@ -103,7 +114,7 @@ class PeerLinks:
                     return
                 await trio.sleep(backoff * self._rng.uniform(0.5, 1.5))
         finally:
-            del self._links[link.address]
+            del self._links[link.lane]
 
     async def _connect_once(self, link: _Link) -> bool:
         """Dial, handshake and run one connection. True if the handshake succeeded."""
@@ -129,7 +140,7 @@ class PeerLinks:
 
     async def _serve(self, link: _Link, stream: trio.abc.Stream, session: Any) -> bool:
         remote = session.remote.peer
-        label = f"link {remote or '?'}@{link.address}"
+        label = f"{link.lane[1]} link {remote or '?'}@{link.address}"
         connection = Connection(stream, session, self._config, label, channel=(link.outbox, link.inbox))
         link.connection, link.remote_peer = connection, remote
         log.debug("%s: connected", label)

@@ -34,6 +34,7 @@ log = logging.getLogger("meshstream.transport")
 
 RECEIVE_BYTES_MAX = 256 * 1024  # one read; big enough for a batch of appends
 WRITE_BATCH_FRAMES_MAX = 512  # frames coalesced into one send_all
+READ_YIELD_MESSAGES = 64  # let timers and other connections run between long runs of input
 MESH_NAME_DEFAULT = "meshstream"
 
 
@@ -198,11 +199,15 @@ class Connection:
     async def _read_loop(self, on_message: Callable[[Any], None]) -> None:
         decoder = self._decoder
         while True:
+            handled = 0
             while True:
                 message = decoder.next_message()
                 if message is framing.NEED_DATA:
                     break
                 on_message(message)
+                handled += 1
+                if handled % READ_YIELD_MESSAGES == 0:
+                    await trio.sleep(0)
             decoder.receive_data(await _receive_some(self.stream, decoder))
 
     async def _write_loop(self) -> None:
