@@ -82,10 +82,19 @@ def recover_child(directory: str) -> None:
     started = time.perf_counter()
     store = SegmentStore.open(directory)
     elapsed = time.perf_counter() - started
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     print(f"{elapsed:.3f} {rss_mb:.1f} {store.event_count('big')} {store.recovery['snapshot']}")
     store._recovered = False  # measure only: leave the snapshot as it was
     store.close()
+
+
+def peak_rss_mb() -> float:
+    """VmHWM of this process (ru_maxrss survives exec on Linux: it would report the parent)."""
+    with open("/proc/self/status") as status:
+        for row in status:
+            if row.startswith("VmHWM:"):
+                return int(row.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_recovery(directory: str) -> tuple[float, float, int, str]:
@@ -144,11 +153,11 @@ def run(root: str, args: argparse.Namespace) -> None:
     print(f"(built {args.events:,} events in {time.perf_counter() - started:.1f} s)")
     seconds, rss_mb, count, _ = measure_recovery(big)
     line(f"open {count:,} events (snapshot)", f"{seconds:.2f} s", "< 3 s", seconds < 3)
-    line("resident memory after open", f"{rss_mb:.0f} MB", "<= 200 MB", rss_mb <= 200)
+    line("peak resident memory during open", f"{rss_mb:.0f} MB", "<= 200 MB", rss_mb <= 200)
     os.remove(os.path.join(big, SNAPSHOT_NAME))
     seconds, rss_mb, count, _ = measure_recovery(big)
     line(f"open {count:,} events (no snapshot: full scan)", f"{seconds:.2f} s", "report (crash case)", None)
-    line("resident memory after full scan", f"{rss_mb:.0f} MB", "<= 200 MB", rss_mb <= 200)
+    line("peak resident memory during full scan", f"{rss_mb:.0f} MB", "<= 200 MB", rss_mb <= 200)
 
 
 if __name__ == "__main__":

@@ -200,7 +200,8 @@ class SegmentStore(IndexedStore):
         if blob[:4] != SNAPSHOT_MAGIC or blake3.blake3(blob[36:]).digest() != blob[4:36]:
             return {}
         try:
-            value = cbor2.loads(blob[36:])
+            value = cbor2.loads(memoryview(blob)[36:])
+            del blob  # halves the peak memory of a large snapshot load
             covered = {segment: size for segment, size in value["segments"]}
             if value["version"] != SNAPSHOT_VERSION or not self._snapshot_fits(covered, segments):
                 return {}
