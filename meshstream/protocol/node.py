@@ -171,7 +171,12 @@ class Node:
         found = self.store.events_missing(stream, vector, limit)
         losers = self._losers.get(stream, {})
         extra = [losers[d] for d in sorted(losers) if not vector.contains(d)]
-        return found + extra[: max(0, limit - len(found))]
+        if not extra:
+            return found
+        # A loser's dot is what holds the partner's vector back: it goes in dot order,
+        # never after a full batch of the events beyond it.
+        merged = sorted(found + extra, key=lambda e: (e.dot.peer, e.dot.counter))
+        return merged[:limit]
 
     def status(self) -> dict:
         """A JSON-able document: this peer, the members, and each stream held here."""
@@ -400,13 +405,17 @@ class Node:
         effects = self.absorb_topology(topology, now)[1] if topology else []
         fresh: list[Event] = []
         again: list[Event] = []  # in flight here already: re-persisted so the ack is honest
+        batch: dict[tuple[str, bytes], Event] = {}  # conflicts may sit in one batch too
         for event in events:
             if event.stream.startswith(ids.SYSTEM_PREFIX) or self._holds(event):
                 continue
             if (event.stream, event.dot) in self._unpersisted_dots:
                 again.append(event)
                 continue
-            effects += self._note_conflict(event)
+            effects += self._note_conflict(event, batch.get(event.natural_key))
+            previous = batch.get(event.natural_key)
+            if previous is None or event.digest < previous.digest:
+                batch[event.natural_key] = event
             fresh.append(event)
         if purpose[0] != "replica":
             again = []
@@ -420,9 +429,9 @@ class Node:
         except CorruptRecord:
             return False
 
-    def _note_conflict(self, event: Event) -> list[Effect]:
+    def _note_conflict(self, event: Event, in_batch: Event | None = None) -> list[Effect]:
         """Keep the loser of a natural-key conflict, to hand its dot to partners."""
-        existing = self.unpersisted.get(event.natural_key)
+        existing = in_batch or self.unpersisted.get(event.natural_key)
         if existing is None:
             try:
                 existing = self.store.get(event.stream, event.key)
