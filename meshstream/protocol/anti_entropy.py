@@ -24,7 +24,14 @@ from meshstream.clocks import VersionVector
 from meshstream.envelope import Event
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.effects import Effect, Send
-from meshstream.wire.replication_messages import ShardDigest, StreamVector, SyncEvents, SyncOffer, SyncPull
+from meshstream.wire.replication_messages import (
+    TOPOLOGY_HOLES_MAX,
+    ShardDigest,
+    StreamVector,
+    SyncEvents,
+    SyncOffer,
+    SyncPull,
+)
 
 if TYPE_CHECKING:
     from meshstream.protocol.node import Node
@@ -84,7 +91,8 @@ class AntiEntropy:
         if not want and not give and not topology_differs:
             return []
         pull = self._pull(offer.round_id, src, want, topology_differs, now)
-        message = SyncPull(offer.round_id, pull.shards, pull.vectors, pull.topology, give, topology_differs)
+        message = SyncPull(offer.round_id, pull.shards, pull.vectors, pull.topology, pull.topology_holes,
+                           give, topology_differs)
         return [Send(src, message)]
 
     def _pull(self, round_id: int, src: str, shards: list[int], topology: bool, now: float) -> SyncPull:
@@ -93,15 +101,15 @@ class AntiEntropy:
         free = [s for s in shards if not self.pulling(s, now)]
         for shard in free:
             self._pulling[shard] = (src, expiry)
-        vector = None
+        vector, holes = None, []
         if topology and not self.pulling(TOPOLOGY_SHARD, now):
             self._pulling[TOPOLOGY_SHARD] = (src, expiry)
-            vector = self.node.log.vector
+            vector, holes = self.node.log.summary(TOPOLOGY_HOLES_MAX)
         vectors = tuple(
             StreamVector(stream, self.node.store.version_vector(stream))
             for shard in free for stream in self.node.streams_in(shard)
         )
-        return SyncPull(round_id, tuple(free), vectors, vector, (), False)
+        return SyncPull(round_id, tuple(free), vectors, vector, tuple(holes), (), False)
 
     # -- either side: a pull arrives --
     def on_pull(self, src: str, pull: SyncPull, now: float) -> list[Effect]:
@@ -132,7 +140,10 @@ class AntiEntropy:
             sources += [(s, theirs.get(s, VersionVector())) for s in self.node.streams_in(shard)]
         for stream, vector in sources:
             room = events_max - len(found)
-            candidates = self.node.missing_events(stream, vector, room + 1)
+            if stream == TOPOLOGY_STREAM:
+                candidates = self.node.log.missing_for(vector, room + 1, pull.topology_holes)
+            else:
+                candidates = self.node.missing_events(stream, vector, room + 1)
             for event in candidates:
                 cost = event.size() + EVENT_OVERHEAD_BYTES
                 if len(found) >= events_max or (found and cost > budget):

@@ -54,6 +54,19 @@ class TopologyLog:
         """Contiguous version vector of the dots held (as the store computes one)."""
         return self._vector
 
+    def summary(self, holes_max: int) -> tuple[VersionVector, list[Dot]]:
+        """The highest counter held per peer, and the dots below it not held (at most
+        `holes_max`; a peer whose holes do not fit keeps its contiguous counter)."""
+        tops = dict(self._vector.items())
+        holes: list[Dot] = []
+        for peer in sorted(self._counters):
+            beyond = self._counters[peer]
+            missing = [c for c in range(self._vector.get(peer) + 1, max(beyond)) if c not in beyond]
+            if len(holes) + len(missing) <= holes_max:
+                tops[peer] = max(beyond)
+                holes += [Dot(peer, c) for c in missing]
+        return VersionVector(tops), holes
+
     def digest(self) -> bytes:
         return self._digest.to_bytes(DIGEST_BYTES, "big")
 
@@ -70,10 +83,16 @@ class TopologyLog:
     def event_of(self, fact: TopologyFact) -> Event | None:
         return self._served.get(fact_key(fact))
 
-    def missing_for(self, vector: VersionVector, limit: int) -> list[Event]:
-        """Up to `limit` events (losers too) whose dots `vector` lacks, by dot."""
-        found = [e for e in self._served.values() if not vector.contains(e.dot)]
-        found += [e for d, e in self._losers.items() if not vector.contains(d)]
+    def missing_for(self, vector: VersionVector, limit: int, holes: Iterable[Dot] = ()) -> list[Event]:
+        """Up to `limit` events (losers too) whose dots `vector` lacks or that are among
+        `holes`, by dot."""
+        lacking = set(holes)
+
+        def wanted(dot: Dot) -> bool:
+            return not vector.contains(dot) or dot in lacking
+
+        found = [e for e in self._served.values() if wanted(e.dot)]
+        found += [e for d, e in self._losers.items() if wanted(d)]
         found.sort(key=lambda e: (e.dot.peer, e.dot.counter))
         return found[:limit]
 
@@ -100,9 +119,7 @@ class TopologyLog:
             raise RemoteProtocolError(f"not a topology event: stream {event.stream!r}")
         if self._held(event.dot):
             return False
-        fact = fact_of(event)  # raises RemoteProtocolError on bad data
-        if fact_key(fact) != event.key:
-            raise RemoteProtocolError("topology event key does not match its fact")
+        fact = fact_of(event)  # checks the key is the fact's; RemoteProtocolError if not
         if event.dot.peer == self.writer:
             self._counter = max(self._counter, event.dot.counter)
         self._note_dot(event.dot)

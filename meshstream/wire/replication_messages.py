@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshstream.clocks import VersionVector
+from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
 from meshstream.wire.messages import ACK_LEVELS, AppendItem, Appended
 from meshstream.wire.schema import message, record
 
 SHARD_DIGEST_BYTES = 16  # store.shard_digest's size; also the $topology digest
+TOPOLOGY_HOLES_MAX = 4096  # dots named as lacking in one pull; beyond, the vector is lowered
 FORWARD_HOPS_MAX = 4  # a forward bounced between peers with stale views stops here
 
 
@@ -104,9 +105,14 @@ class SyncPull:
     round_id: int
     shards: tuple[int, ...]  # send me what I lack in these shards...
     vectors: tuple[StreamVector, ...]  # ...given these vectors (absent streams: empty)
-    topology: VersionVector | None  # and in $topology given this vector, when not None
+    topology: VersionVector | None  # and in $topology given this vector, when not None...
+    topology_holes: tuple[Dot, ...]  # ...except these dots below it, which I lack
     answer_shards: tuple[int, ...]  # please pull these shards from me
     answer_topology: bool  # please pull $topology from me
+
+    def __post_init__(self) -> None:
+        if len(self.topology_holes) > TOPOLOGY_HOLES_MAX:
+            raise ValueError(f"at most {TOPOLOGY_HOLES_MAX} topology holes")
 
 
 @message(46)
