@@ -2,7 +2,7 @@
 ConnectionPair, for N peers).
 
 One heap of timed actions `(time, seq, action)`, one seeded `random.Random`, one
-`MemoryStore` per peer. Messages go through the wire codec (`message_to_bytes` /
+`MemoryStore` per peer (or any EventStore from `store_factory`). Messages go through the wire codec (`message_to_bytes` /
 `message_from_bytes`) so byte counts are real; each takes a uniform latency. A `Persist`
 completes after `fsync_s` (in order per peer), then `node.persisted`. Crashing a peer
 drops its node, its unfinished persists and the messages in flight to it; restarting
@@ -47,7 +47,7 @@ def fast_config(**overrides: Any) -> Config:
 @dataclass
 class Peer:
     name: str
-    store: MemoryStore
+    store: Any  # an EventStore: MemoryStore unless the test gives a store_factory
     node: Node | None = None
     generation: int = 0  # bumped on crash: stale persists and ticks are ignored
     tick_at: float | None = None
@@ -58,7 +58,8 @@ class Peer:
 
 class Harness:
     def __init__(self, seed: int, config: Config | None = None, latency_s: tuple[float, float] = (0.001, 0.005),
-                 fsync_s: float = 0.002) -> None:
+                 fsync_s: float = 0.002, store_factory: Callable[[str], Any] | None = None) -> None:
+        self.store_factory = store_factory or (lambda name: MemoryStore())
         self.seed = seed
         self.rng = random.Random(seed)
         self.config = config or fast_config()
@@ -81,11 +82,11 @@ class Harness:
     # -- peers --
     def preload(self, name: str, events: Sequence[Event]) -> None:
         """Store `events` on `name` before it starts (a peer with history)."""
-        peer = self.peers.get(name) or self.peers.setdefault(name, Peer(name, MemoryStore()))
+        peer = self.peers.get(name) or self.peers.setdefault(name, Peer(name, self.store_factory(name)))
         peer.store.append_batch(events, on_conflict="resolve")
 
     def start(self, name: str, seeds: Sequence[str] = ()) -> Node:
-        peer = self.peers.get(name) or self.peers.setdefault(name, Peer(name, MemoryStore()))
+        peer = self.peers.get(name) or self.peers.setdefault(name, Peer(name, self.store_factory(name)))
         assert peer.node is None, f"{name} is running"
         peer.node = Node(name, name, self.config, random.Random(self.rng.getrandbits(64)), peer.store, seeds)
         if self.node_setup is not None:
