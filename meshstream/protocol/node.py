@@ -17,6 +17,12 @@ pushed to replicas; a fresh writer can never reuse one of their dots. The writer
 sequence data once one of its own topology events is durable, so the next process is sure
 to see it and pick k + 1.
 
+Conflict losers: when two events share a natural key, the one with the larger digest is
+never served but its dot counts in every version vector. The store keeps only that dot, so
+the node keeps the loser event in memory (`_losers`) to hand to partners whose vectors
+lack it; otherwise their vectors would stop below it for good. A restarted peer has
+forgotten its losers and relies on peers that still hold them.
+
 Mastership: a peer sequences a shard only while the fold names it the live master, it is
 caught up on `$topology` with some peer (a restarted former master must first learn of
 the newer epoch), and its writer is durable. After any change of the view the node
@@ -43,7 +49,7 @@ from meshstream.protocol.replication import Writes
 from meshstream.protocol.timers import Timers
 from meshstream.protocol.topology_log import TopologyLog
 from meshstream.store.api import EventStore
-from meshstream.wire.messages import AppendItem, AppendRequest, ReadRequest, StatusReply, StatusRequest
+from meshstream.wire.messages import AppendItem, AppendReply, AppendRequest, ReadRequest, StatusReply, StatusRequest
 from meshstream.wire.messages import TopologyReply, TopologyRequest
 from meshstream.wire.replication_messages import (
     ForwardAppend,
@@ -61,6 +67,7 @@ from topology.fold import TopologyState
 SCRUB_INTERVAL_S = 1.0  # scrub in one-second slices of scrub_records_per_s
 SETTLE_ROUNDS_MAX = 4  # elections published per input converge in one or two rounds
 WRITER_CHARS_MAX = 64  # a dot's peer field is at most 64 characters
+LOSERS_KEPT_MAX = 100_000  # conflict losers held for partners; conflicts are rare (retries across a cut)
 
 
 class Node:
@@ -192,6 +199,7 @@ class Node:
             streams.append({
                 "stream": stream, "shard": shard, "master": self.master_of(stream),
                 "replicas": list(self.placement(shard)), "events": self.store.event_count(stream),
+                "version_vector": dict(self.store.version_vector(stream)),
             })
         return {
             "name": self.name, "address": self.address, "writer": self.writer,
@@ -320,8 +328,6 @@ class Node:
         match message:
             case AppendRequest():
                 if self._leaving:
-                    from meshstream.wire.messages import AppendReply
-
                     return [Reply(client, AppendReply(message.request_id, (), "unavailable", "leaving", True))]
                 effects = self.writes.client_append(client, message, now)
             case ReadRequest():
@@ -440,7 +446,8 @@ class Node:
         if existing is None or existing.digest == event.digest:
             return []
         loser = max(existing, event, key=lambda e: e.digest)
-        self._losers.setdefault(event.stream, {})[loser.dot] = loser
+        if sum(len(held) for held in self._losers.values()) < LOSERS_KEPT_MAX:
+            self._losers.setdefault(event.stream, {})[loser.dot] = loser
         return [Journal("conflict", f"{self.name}: key {event.key!r} in {event.stream!r}: "
                         f"{loser.dot.peer}:{loser.dot.counter} loses to the smaller digest")]
 
