@@ -50,6 +50,7 @@ class AntiEntropy:
         self.node = node
         self._round = 0
         self._pulling: dict[int, tuple[str, float]] = {}  # shard -> (partner, expiry)
+        self._candidates_cache: tuple[int, list[str], list[str]] | None = None
 
     # -- queries --
     def pulling(self, shard: int, now: float) -> bool:
@@ -59,15 +60,24 @@ class AntiEntropy:
     # -- starting a round --
     def choose_partner(self) -> str | None:
         node = self.node
-        live = [p for p in node.topology.live_peers() if p != node.name]
-        failed = [p for p, m in node.topology.members().items() if m.status == "failed" and p != node.name]
+        live, sharing = self._candidates()
+        failed = node.failed_peers()
         if failed and (not live or node.rng.random() < FAILED_PARTNER_PROBABILITY):
             return node.rng.choice(failed)
         if not live:
             return None
-        mine = node.responsible_shards(node.name)
-        sharing = [p for p in live if mine & node.responsible_shards(p)]
         return node.rng.choice(sharing or live)
+
+    def _candidates(self) -> tuple[list[str], list[str]]:
+        """Live peers, and those sharing a shard with this one (cached per view)."""
+        node = self.node
+        version = node.topology.version
+        if self._candidates_cache is None or self._candidates_cache[0] != version:
+            live = [p for p in node.topology.live_peers() if p != node.name]
+            mine = node.responsible_shards(node.name)
+            sharing = [p for p in live if mine & node.responsible_shards(p)]
+            self._candidates_cache = (version, live, sharing)
+        return self._candidates_cache[1], self._candidates_cache[2]
 
     def start_round(self, partner: str, now: float) -> list[Effect]:
         node = self.node

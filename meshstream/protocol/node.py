@@ -97,6 +97,7 @@ class Node:
         self._indexed_shards: int | None = None
         self._placement_cache: tuple[int, dict[str, frozenset[int]], dict[int, tuple[str, ...]]] | None = None
         self._settled_version = -1
+        self._failed_cache: tuple[int, list[str]] | None = None
         self._writer_durable = False
         self._topology_synced = False
         self._leaving = False
@@ -155,10 +156,18 @@ class Node:
             self._placement_cache = (version, frozen, by_shard)
         return self._placement_cache[1], self._placement_cache[2]
 
+    def failed_peers(self) -> list[str]:
+        """Peers declared failed (not those that left), sorted; cached per view."""
+        version = self.topology.version
+        if self._failed_cache is None or self._failed_cache[0] != version:
+            failed = [p for p, m in self.topology.members().items() if m.status == "failed" and p != self.name]
+            self._failed_cache = (version, failed)
+        return self._failed_cache[1]
+
     def quorum_reachable(self, placement: Sequence[str], needed: int) -> bool:
         """Enough live replicas, and this peer on the majority side of the membership."""
         live = self.topology.live_set()
-        failed = sum(1 for m in self.topology.members().values() if m.status == "failed")
+        failed = len(self.failed_peers())
         on_majority_side = 2 * len(live) > len(live) + failed
         return on_majority_side and sum(1 for p in placement if p in live) >= needed
 
