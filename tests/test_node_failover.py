@@ -138,3 +138,48 @@ def test_reader_cursor_across_failover_sees_each_event_once() -> None:
     more = harness.read_via_client(old, stream, cursor).events
     keys_seen = [e.key for e in seen] + [e.key for e in more]
     assert sorted(keys_seen) == sorted(k for k, _ in keys(5, "a") + keys(5, "b")), f"seed=26: {keys_seen}"
+
+
+def test_graceful_leave_hands_mastership_on() -> None:
+    harness = Harness(27)
+    harness.form_mesh(NAMES)
+    stream = "leaving"
+    master = harness.node("n1").master_of(stream)
+    write_acked(harness, master, stream, keys(3, "a"), "all")
+    harness._run(harness.peers[master], harness.node(master).leave(harness.now))
+    refused = harness.append(master, stream, [(b"late", b"v")], "master")
+    assert refused.code == "unavailable" and refused.definite
+    others = [n for n in NAMES if n != master]
+    harness.wait_for(lambda: all(harness.node(n).master_of(stream) in others for n in others), 5, "handover")
+    write_acked(harness, others[0], stream, keys(3, "b"), "quorum")
+
+
+def test_unacknowledged_quorum_write_times_out_indefinitely() -> None:
+    harness = Harness(28)
+    harness.form_mesh(NAMES)
+    stream = "cut-off"
+    master = harness.node("n1").master_of(stream)
+    harness.partition([master], [n for n in NAMES if n != master])
+    reply = harness.append(master, stream, [(b"k", b"v")], "quorum", timeout_s=harness.config.append_timeout_s + 1)
+    assert reply.code in ("timeout", "quorum_unreachable"), f"seed=28: {reply}"
+    if reply.code == "timeout":
+        assert not reply.definite, "it is durable on the master and may still spread"
+        assert harness.read_all(master, stream), "seed=28: the master holds it"
+
+
+def test_too_many_appends_in_flight_are_refused() -> None:
+    from meshstream.wire.messages import AppendItem, AppendRequest
+    from tests.node_harness import fast_config
+
+    harness = Harness(29, config=fast_config(appends_in_flight_max=2))
+    harness.form_mesh(NAMES)
+    stream = "busy"
+    master = harness.node("n1").master_of(stream)
+    ids = []
+    for index in range(3):
+        request = AppendRequest(harness.next_request_id(), stream, (AppendItem(f"{index}".encode(), b"v", {}),), "all")
+        harness.client(master, request)
+        ids.append(request.request_id)
+    third = harness.await_reply(master, ids[2])
+    assert third.code == "overloaded" and third.definite, f"seed=29: {third}"
+    assert harness.await_reply(master, ids[0]).code == ""
