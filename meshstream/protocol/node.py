@@ -274,6 +274,7 @@ class Node:
         if self._next_scrub is not None and now >= self._next_scrub:
             self._next_scrub = now + SCRUB_INTERVAL_S
             effects += self._scrub()
+        effects += self._elect(now)  # catch-up may have finished with no change of view
         return effects + self._settle(now)
 
     def _on_timer(self, kind: str, ident: int, now: float) -> list[Effect]:
