@@ -26,7 +26,7 @@ from meshstream.errors import CorruptRecord, KeyConflict, LocalProtocolError
 from meshstream.ids import SYSTEM_PREFIX, shard_of
 from meshstream.ordering import canonical_order
 from meshstream.store.api import AppendResult
-from meshstream.store.index import CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_POSITION, StoreIndex, key_hash
+from meshstream.store.index import CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_POSITION, StoreIndex, key_hash, key_hasher
 
 OP_EVENT, OP_DOT = 1, 2
 CONFLICT_MODES = ("raise", "resolve")
@@ -51,17 +51,17 @@ class Op:
 class Prepared:
     """A decided, encoded batch: its ops, results and (for a disk store) its layout."""
 
-    __slots__ = ("ops", "results", "keys", "dots", "payload", "segment", "offset", "layout", "written")
+    __slots__ = ("ops", "results", "keys", "dots", "payload", "segment", "offset", "lengths", "written")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self.results: list[AppendResult] = []
         self.keys: dict[tuple[str, bytes], Op] = {}
-        self.dots: set[tuple[str, Dot]] = set()
-        self.payload = b""
+        self.dots: set[tuple[str, str, int]] = set()  # (stream, peer, counter): cheaper to hash than Dot
+        self.payload: bytes | bytearray = b""
         self.segment = 0
         self.offset = 0
-        self.layout: list[tuple[int, int]] = []  # (offset, length) per op
+        self.lengths: list[int] = []  # record length per op, laid out back to back from `offset`
         self.written = False
 
 
@@ -150,21 +150,37 @@ class IndexedStore:
         if self._pending is not None and self._pending.written:
             raise LocalProtocolError("a prepared batch is written but not committed")
         prepared = Prepared()
+        index = self._index
+        stream_ids, streams, key_known = index.stream_ids, index.streams, index.keys.contains
+        batch_keys, batch_dots, results, ops = prepared.keys, prepared.dots, prepared.results, prepared.ops
+        stored, hash_key = AppendResult.STORED, key_hasher()
         for event in events:
-            if not isinstance(event, Event):
+            if type(event) is not Event and not isinstance(event, Event):
                 raise LocalProtocolError(f"append_batch takes Events, got {type(event).__name__}")
-            result, op = self._decide(event, on_conflict, prepared)
-            prepared.results.append(result)
+            name, dot = event.stream, event.dot
+            hashed = hash_key(name, event.key)
+            natural, dotted = (name, event.key), (name, dot.peer, dot.counter)
+            # The common case, decided here without _decide: a key and a dot nobody holds.
+            fast = natural not in batch_keys and dotted not in batch_dots
+            sid = stream_ids.get(name)
+            if fast and sid is not None:
+                log = streams[sid].logs.get(dot.peer)
+                fast = not key_known(hashed) and (log is None or log.index_of(dot.counter) < 0)
+            if fast:
+                op = batch_keys[natural] = Op(OP_EVENT, event, hashed)
+                result = stored
+            else:
+                result, op = self._decide(event, on_conflict, prepared, hashed)
+            results.append(result)
             if op is not None:
-                prepared.ops.append(op)
-                prepared.dots.add((event.stream, event.dot))
+                ops.append(op)
+                batch_dots.add(dotted)
         self._locate(prepared)
         self._pending = prepared
         return prepared
 
-    def _decide(self, event: Event, mode: str, batch: Prepared) -> tuple[AppendResult, Op | None]:
+    def _decide(self, event: Event, mode: str, batch: Prepared, hashed: int) -> tuple[AppendResult, Op | None]:
         natural = event.natural_key
-        hashed = key_hash(event.stream, event.key)
         pending = batch.keys.get(natural)
         if pending is not None:
             holder, holder_event = pending, pending.event
@@ -188,7 +204,7 @@ class IndexedStore:
             return AppendResult.LOST, op
         holder_rid = self._dot_holder(event.stream, event.dot)
         state = self._index.rid_state[holder_rid] if holder_rid >= 0 else None
-        if state in HELD_STATES or (event.stream, event.dot) in batch.dots:  # a peer's bug
+        if state in HELD_STATES or (event.stream, event.dot.peer, event.dot.counter) in batch.dots:  # a peer's bug
             if mode == "raise":
                 raise LocalProtocolError(f"dot {event.dot} already names another event in {event.stream!r}")
             return AppendResult.LOST, None
@@ -199,7 +215,7 @@ class IndexedStore:
         return AppendResult.STORED, op
 
     def _dot_is_held(self, event: Event, batch: Prepared) -> bool:
-        if (event.stream, event.dot) in batch.dots:
+        if (event.stream, event.dot.peer, event.dot.counter) in batch.dots:
             return True
         rid = self._dot_holder(event.stream, event.dot)
         return rid >= 0 and self._index.rid_state[rid] in HELD_STATES
@@ -208,8 +224,14 @@ class IndexedStore:
         """Apply a written batch to the indexes (caller's thread)."""
         if prepared is not self._pending or not prepared.written:
             raise LocalProtocolError("commit_prepared needs the current batch, written")
-        index = self._index
+        index, plain = self._index, []
         for op in prepared.ops:
+            if op.kind == OP_EVENT and op.replaces is None and op.previous < 0:
+                plain.append(op)  # a new key and dot: registered in runs by add_events
+                continue
+            if plain:
+                self._add_plain(plain)
+                plain = []
             previous = op.previous
             if op.kind == OP_EVENT:
                 op.rid = index.add_event(op.event, op.hashed)
@@ -220,9 +242,17 @@ class IndexedStore:
                 self._retire(replaced, op.replaced_state)
             if previous >= 0 and previous != replaced and index.rid_state[previous] == CORRUPT:
                 self._retire(previous, DEAD)
+        if plain:
+            self._add_plain(plain)
         self._committed(prepared)
         self._pending = None
         return prepared.results
+
+    def _add_plain(self, ops: list[Op]) -> None:
+        rid = self._index.add_events([op.event for op in ops], [op.hashed for op in ops])
+        for op in ops:
+            op.rid = rid
+            rid += 1
 
     def _retire(self, rid: int, state: int) -> None:
         self._index.set_state(rid, state)

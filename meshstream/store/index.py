@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import sys
 from array import array
+from collections.abc import Callable
 
 import blake3
 
@@ -36,12 +37,26 @@ NO_POSITION = 0xFFFFFFFF
 NO_STREAM = 0xFFFFFFFF
 BUCKET_SHIFT = 52  # 4096 buckets: ~250 entries each at 1M keys, cheap array inserts
 BUCKETS = 1 << (64 - BUCKET_SHIFT)
+_blake3 = blake3.blake3
+_from_bytes = int.from_bytes
 
 
 def key_hash(stream: str, key: bytes) -> int:
     """A stable 64-bit hash of a natural key (stable across processes, for snapshots)."""
-    digest = blake3.blake3(stream.encode("utf-8") + b"\x00" + key).digest(length=8)
-    return int.from_bytes(digest, "little")
+    return _from_bytes(_blake3(stream.encode("utf-8") + b"\x00" + key).digest(length=8), "little")
+
+
+def key_hasher() -> "Callable[[str, bytes], int]":
+    """`key_hash` with the stream's encoded prefix cached: for loops over a batch."""
+    prefixes: dict[str, bytes] = {}
+
+    def hashed(stream: str, key: bytes) -> int:
+        prefix = prefixes.get(stream)
+        if prefix is None:
+            prefix = prefixes[stream] = stream.encode("utf-8") + b"\x00"
+        return _from_bytes(_blake3(prefix + key).digest(length=8), "little")
+
+    return hashed
 
 
 class KeyIndex:
@@ -64,6 +79,13 @@ class KeyIndex:
         hashes.insert(position, hashed)
         self.rids[bucket].insert(position, rid)
 
+    def contains(self, hashed: int) -> bool:
+        hashes = self.hashes[hashed >> BUCKET_SHIFT]
+        if not hashes or hashed > hashes[-1]:
+            return False
+        position = bisect.bisect_left(hashes, hashed)
+        return hashes[position] == hashed
+
     def candidates(self, hashed: int) -> list[int]:
         bucket = hashed >> BUCKET_SHIFT
         hashes = self.hashes[bucket]
@@ -74,24 +96,17 @@ class KeyIndex:
             position += 1
         return found
 
-    def to_cbor(self) -> list:
-        sizes = array("I", (len(hashes) for hashes in self.hashes))
-        hashes = b"".join(part.tobytes() for part in self.hashes)
-        rids = b"".join(part.tobytes() for part in self.rids)
-        return [sizes.tobytes(), hashes, rids]
+    def sections(self) -> list:
+        return [array("I", (len(hashes) for hashes in self.hashes)), *self.hashes, *self.rids]
 
     @classmethod
-    def from_cbor(cls, value: list) -> "KeyIndex":
+    def from_sections(cls, take) -> "KeyIndex":
         index = cls()
-        sizes, hashes, rids = array("I"), array("Q"), array("I")
-        sizes.frombytes(value[0])
-        hashes.frombytes(value[1])
-        rids.frombytes(value[2])
-        start = 0
-        for bucket, size in enumerate(sizes):
-            index.hashes[bucket] = hashes[start:start + size]
-            index.rids[bucket] = rids[start:start + size]
-            start += size
+        sizes = take("I")
+        if len(sizes) != BUCKETS:
+            raise ValueError("snapshot key index has the wrong bucket count")
+        index.hashes = [take("Q", size) for size in sizes]
+        index.rids = [take("I", size) for size in sizes]
         return index
 
 
@@ -153,23 +168,29 @@ class StreamIndex:
     def version_vector(self) -> VersionVector:
         return VersionVector(self.vector)
 
-    def to_cbor(self) -> list:
-        logs = [[peer, log.counters.tobytes(), log.rids.tobytes(), log.positions.tobytes()]
-                for peer, log in sorted(self.logs.items())]
-        return [self.name, self.order.tobytes(), self.dirty, logs, sorted(self.vector.items()),
-                sorted(self.served_max.items()), self.served]
+    def describe(self) -> list:
+        """The stream's small fields (the arrays go in `sections`)."""
+        return [self.name, self.dirty, sorted(self.vector.items()), sorted(self.served_max.items()), self.served,
+                sorted(self.logs)]
+
+    def sections(self) -> list:
+        found = [self.order]
+        for peer in sorted(self.logs):
+            log = self.logs[peer]
+            found += [log.counters, log.rids, log.positions]
+        return found
 
     @classmethod
-    def from_cbor(cls, sid: int, value: list) -> "StreamIndex":
-        name, order, dirty, logs, vector, served_max, served = value
+    def from_snapshot(cls, sid: int, value: list, take) -> "StreamIndex":
+        name, dirty, vector, served_max, served, peers = value
         stream = cls(name, sid)
-        stream.order.frombytes(order)
-        stream.dirty = dirty
-        for peer, counters, rids, positions in logs:
+        stream.order = take("I")
+        stream.dirty = bool(dirty)
+        for peer in peers:
             log = stream.logs[peer] = PeerLog()
-            log.counters.frombytes(counters)
-            log.rids.frombytes(rids)
-            log.positions.frombytes(positions)
+            log.counters, log.rids, log.positions = take("Q"), take("I"), take("I")
+            if not len(log.counters) == len(log.rids) == len(log.positions):
+                raise ValueError("snapshot peer log arrays disagree in length")
         stream.vector = dict(vector)
         stream.served_max = dict(served_max)
         stream.served = served
@@ -188,7 +209,6 @@ class StoreIndex:
         self.rid_peer = array("I")
         self.rid_counter = array("Q")
         self.rid_state = bytearray()
-        self.rid_keyhash = array("Q")
         self.keys = KeyIndex()
         self.changed_streams: set[int] = set()  # vectors changed since the last shard digest
 
@@ -226,13 +246,12 @@ class StoreIndex:
             self.peer_names.append(peer)
         return pid
 
-    def _register(self, sid: int, dot: Dot, state: int, hashed: int) -> int:
+    def _register(self, sid: int, dot: Dot, state: int) -> int:
         rid = len(self.rid_state)
         self.rid_stream.append(sid)
         self.rid_peer.append(self._peer_id(dot.peer))
         self.rid_counter.append(dot.counter)
         self.rid_state.append(state)
-        self.rid_keyhash.append(hashed)
         return rid
 
     def register_unknown(self) -> int:
@@ -242,18 +261,17 @@ class StoreIndex:
         self.rid_peer.append(0)
         self.rid_counter.append(0)
         self.rid_state.append(CORRUPT)
-        self.rid_keyhash.append(0)
         return rid
 
     def register_dead(self, stream_name: str, dot: Dot) -> int:
         """A rid for a record that adds nothing (a duplicate copy of a held dot)."""
-        return self._register(self._stream_for(stream_name).sid, dot, DEAD, 0)
+        return self._register(self._stream_for(stream_name).sid, dot, DEAD)
 
     def add_event(self, event: Event, hashed: int) -> int:
         """Register a new LIVE event record; returns its rid."""
         stream = self._stream_for(event.stream)
         dot = event.dot
-        rid = self._register(stream.sid, dot, LIVE, hashed)
+        rid = self._register(stream.sid, dot, LIVE)
         self.keys.add(hashed, rid)
         stream.served += 1
         if stream.served_max.get(dot.peer, 0) < dot.counter:
@@ -264,10 +282,67 @@ class StoreIndex:
         self._place(stream, dot, rid, goes_last)
         return rid
 
+    def add_events(self, events: list[Event], hashes: list[int]) -> int:
+        """`add_event` for each of `events` (none of whose keys or dots is held here), in
+        one loop; returns the first rid. The usual case (the next dot of its peer) is
+        inlined; anything else goes through `_place`."""
+        first = rid = len(self.rid_state)
+        stream_ids, streams, peer_ids = self.stream_ids, self.streams, self.peer_ids
+        states, key_hashes, key_rids = self.rid_state, self.keys.hashes, self.keys.rids
+        add_sid, add_pid, add_counter = self.rid_stream.append, self.rid_peer.append, self.rid_counter.append
+        for event, hashed in zip(events, hashes):
+            dot = event.dot
+            peer, counter = dot.peer, dot.counter
+            sid = stream_ids.get(event.stream)
+            stream = self._stream_for(event.stream) if sid is None else streams[sid]
+            pid = peer_ids.get(peer)
+            add_sid(stream.sid)
+            add_pid(self._peer_id(peer) if pid is None else pid)
+            add_counter(counter)
+            states.append(LIVE)
+            bucket = hashed >> BUCKET_SHIFT  # KeyIndex.add, inlined
+            bucket_hashes = key_hashes[bucket]
+            if not bucket_hashes or hashed >= bucket_hashes[-1]:
+                bucket_hashes.append(hashed)
+                key_rids[bucket].append(rid)
+            else:
+                position = bisect.bisect_right(bucket_hashes, hashed)
+                bucket_hashes.insert(position, hashed)
+                key_rids[bucket].insert(position, rid)
+            stream.served += 1
+            served_max = stream.served_max
+            goes_last = False
+            if served_max.get(peer, 0) < counter:
+                if not stream.dirty:  # StreamIndex.covers_all, inlined
+                    context, goes_last = event.context._counters, True
+                    for other, seen in served_max.items():
+                        if context.get(other, 0) < seen:
+                            goes_last = False
+                            break
+                served_max[peer] = counter
+            log = stream.logs.get(peer)
+            if log is None or not goes_last or (log.counters and log.counters[-1] >= counter):
+                self._place(stream, dot, rid, goes_last)
+            else:  # goes last and is the peer's newest dot: append everywhere
+                counters = log.counters
+                counters.append(counter)
+                log.rids.append(rid)
+                log.positions.append(len(stream.order))
+                stream.order.append(rid)
+                vector = stream.vector
+                held = vector.get(peer, 0)
+                if counter == held + 1 and (len(counters) == 1 or counters[-2] == held):
+                    vector[peer] = counter
+                    self.changed_streams.add(stream.sid)
+                else:
+                    self._advance_vector(stream, peer, log)
+            rid += 1
+        return first
+
     def add_loser_dot(self, stream_name: str, dot: Dot) -> int:
         """Register a dot-only record (a conflict loser's dot); returns its rid."""
         stream = self._stream_for(stream_name)
-        rid = self._register(stream.sid, dot, LOSER, 0)
+        rid = self._register(stream.sid, dot, LOSER)
         self._place(stream, dot, rid, False)
         return rid
 
@@ -353,36 +428,31 @@ class StoreIndex:
         stream.dirty = False
 
     # -- snapshot --
-    def to_cbor(self) -> dict:
-        return {
-            "byteorder": sys.byteorder,
-            "peers": self.peer_names,
-            "rid_stream": self.rid_stream.tobytes(),
-            "rid_peer": self.rid_peer.tobytes(),
-            "rid_counter": self.rid_counter.tobytes(),
-            "rid_state": bytes(self.rid_state),
-            "rid_keyhash": self.rid_keyhash.tobytes(),
-            "keys": self.keys.to_cbor(),
-            "streams": [stream.to_cbor() for stream in self.streams],
-        }
+    def snapshot(self) -> tuple[dict, list]:
+        """(small fields, arrays): written raw by the store, read back by `from_snapshot`."""
+        described = {"byteorder": sys.byteorder, "peers": self.peer_names,
+                     "streams": [stream.describe() for stream in self.streams]}
+        sections = [self.rid_stream, self.rid_peer, self.rid_counter, self.rid_state, *self.keys.sections()]
+        for stream in self.streams:
+            sections += stream.sections()
+        return described, sections
 
     @classmethod
-    def from_cbor(cls, value: dict) -> "StoreIndex":
-        """Rebuild from `to_cbor` output. Raises ValueError/KeyError/TypeError if malformed."""
+    def from_snapshot(cls, value: dict, take) -> "StoreIndex":
+        """Rebuild from `snapshot` output; `take(typecode)` returns the next array.
+        Raises ValueError/KeyError/TypeError if malformed."""
         if value["byteorder"] != sys.byteorder:
             raise ValueError("snapshot written on another byte order")
         index = cls()
         index.peer_names = list(value["peers"])
         index.peer_ids = {peer: pid for pid, peer in enumerate(index.peer_names)}
-        for name in ("rid_stream", "rid_peer", "rid_counter", "rid_keyhash"):
-            getattr(index, name).frombytes(value[name])
-        index.rid_state = bytearray(value["rid_state"])
-        index.keys = KeyIndex.from_cbor(value["keys"])
-        index.streams = [StreamIndex.from_cbor(sid, item) for sid, item in enumerate(value["streams"])]
+        index.rid_stream, index.rid_peer, index.rid_counter = take("I"), take("I"), take("Q")
+        index.rid_state = take("y")
+        index.keys = KeyIndex.from_sections(take)
+        index.streams = [StreamIndex.from_snapshot(sid, item, take) for sid, item in enumerate(value["streams"])]
         index.stream_ids = {stream.name: stream.sid for stream in index.streams}
         records = len(index.rid_state)
-        if not all(len(getattr(index, name)) == records
-                   for name in ("rid_stream", "rid_peer", "rid_counter", "rid_keyhash")):
+        if not len(index.rid_stream) == len(index.rid_peer) == len(index.rid_counter) == records:
             raise ValueError("snapshot arrays disagree in length")
         index.changed_streams = set(range(len(index.streams)))
         return index

@@ -20,6 +20,7 @@ adjacent records are fetched with one `pread`.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import mmap
 import os
 from array import array
@@ -38,8 +39,9 @@ from meshstream.store.index import CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, Stor
 
 SEGMENT_SUFFIX = ".seg"
 SNAPSHOT_NAME = "index.snapshot"
-SNAPSHOT_MAGIC = b"MSX1"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_MAGIC = b"MSX2"
+SNAPSHOT_VERSION = 2
+DIGEST_BYTES = 32
 SNAPSHOT_EVERY_RECORDS = 500_000  # on a roll: bounds replay after a crash to ~3 s of scanning
 
 
@@ -137,11 +139,12 @@ class SegmentStore(IndexedStore):
         self.recovery["replayed"] += 1
         event, dot_record = None, None
         try:
-            if found.kind == records.KIND_EVENT:
-                event = records.decode_fast(found.body)
+            if found.kind == records.KIND_EVENT:  # the scan checked its digest: decode only
+                start, end = records.body_span(found.body)
+                event = records.decode_trusted(found.body, start, end)
             elif found.kind == records.KIND_DOT:
                 dot_record = records.decode_dot_body(found.body)
-        except (ValueError, TypeError, KeyError, IndexError, cbor2.CBORDecodeError):
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, cbor2.CBORDecodeError):
             found = records.Scanned(found.offset, found.length, 0, b"", "undecodable body")
         if event is not None:
             rid = self._replay_event(event)
@@ -155,6 +158,11 @@ class SegmentStore(IndexedStore):
     def _replay_event(self, event: Event) -> int:
         """Apply an event record found on disk, by the rules that wrote it."""
         index, hashed = self._index, key_hash(event.stream, event.key)
+        found = index.stream(event.stream)
+        if found is None or not index.keys.contains(hashed):
+            log = None if found is None else found.logs.get(event.dot.peer)
+            if log is None or log.index_of(event.dot.counter) < 0:
+                return index.add_events([event], [hashed])  # the usual case: a new key and dot
         holder, holder_event = self._lookup(event.stream, event.key, hashed)
         if holder is None and self._dot_held(event.stream, event.dot):
             return index.register_dead(event.stream, event.dot)
@@ -189,35 +197,61 @@ class SegmentStore(IndexedStore):
         self._rid_length.append(length)
 
     # -- snapshot --
+    # Layout: magic | u32 header length | CBOR header (small fields, and the typecode and
+    # length of each section) | the sections, raw array bytes | BLAKE3 of all but the magic.
+    # Arrays are read straight into place (array.fromfile): no blob, no decoded copy.
+
     def _load_snapshot(self, segments: list[int]) -> dict[int, int]:
         """Install the snapshot's indexes; return {segment: bytes covered}, or {} to rescan."""
         path = os.path.join(self._directory, SNAPSHOT_NAME)
         try:
-            with open(path, "rb") as file:
-                blob = file.read()
+            file = open(path, "rb")
         except FileNotFoundError:
             return {}
-        if blob[:4] != SNAPSHOT_MAGIC or blake3.blake3(blob[36:]).digest() != blob[4:36]:
-            return {}
-        try:
-            value = cbor2.loads(memoryview(blob)[36:])
-            del blob  # halves the peak memory of a large snapshot load
-            covered = {segment: size for segment, size in value["segments"]}
-            if value["version"] != SNAPSHOT_VERSION or not self._snapshot_fits(covered, segments):
+        with file:
+            try:
+                return self._read_snapshot(file, segments)
+            except (ValueError, KeyError, TypeError, IndexError, EOFError, StopIteration, OSError,
+                    cbor2.CBORDecodeError):
                 return {}
-            index = StoreIndex.from_cbor(value["index"])
-            locations = [array("I"), array("Q"), array("I")]
-            for part, data in zip(locations, value["locations"]):
-                part.frombytes(data)
-            corrupt = {rid: records.corrupt_error(segment, offset, reason)
-                       for rid, segment, offset, reason in value["corrupt"]}
-        except (ValueError, KeyError, TypeError, IndexError, cbor2.CBORDecodeError):
+
+    def _read_snapshot(self, file, segments: list[int]) -> dict[int, int]:
+        start = file.read(8)
+        if start[:4] != SNAPSHOT_MAGIC:
+            return {}
+        header = file.read(int.from_bytes(start[4:8], "little"))
+        hasher = blake3.blake3(start[4:8])
+        hasher.update(header)
+        value = cbor2.loads(header)
+        covered = {segment: size for segment, size in value["segments"]}
+        if value["version"] != SNAPSHOT_VERSION or not self._snapshot_fits(covered, segments):
+            return {}
+        layout = iter(value["sections"])
+
+        def take(typecode: str, count: int | None = None):
+            code, length = next(layout)
+            if code != typecode or (count is not None and length != count):
+                raise ValueError("snapshot section out of place")
+            if code == "y":
+                part = bytearray(length)
+                if file.readinto(part) != length:
+                    raise EOFError
+            else:
+                part = array(code)
+                part.fromfile(file, length)
+            hasher.update(memoryview(part).cast("B"))
+            return part
+
+        index = StoreIndex.from_snapshot(value["index"], take)
+        locations = [take("I"), take("Q"), take("I")]
+        if next(layout, None) is not None or file.read(DIGEST_BYTES + 1) != hasher.digest():
             return {}
         if not all(len(part) == index.records() for part in locations):
             return {}
         self._index = index
         self._rid_segment, self._rid_offset, self._rid_length = locations
-        self._corrupt = corrupt
+        self._corrupt = {rid: records.corrupt_error(segment, offset, reason)
+                         for rid, segment, offset, reason in value["corrupt"]}
         return covered
 
     def _snapshot_fits(self, covered: dict[int, int], segments: list[int]) -> bool:
@@ -232,17 +266,26 @@ class SegmentStore(IndexedStore):
         if segments:
             segments[-1][1] = self._tail_size
         corrupt = [[rid, error.segment, error.offset, str(error)] for rid, error in sorted(self._corrupt.items())]
-        payload = cbor2.dumps({
+        described, sections = self._index.snapshot()
+        sections += [self._rid_segment, self._rid_offset, self._rid_length]
+        header = cbor2.dumps({
             "version": SNAPSHOT_VERSION,
             "segments": segments,
-            "index": self._index.to_cbor(),
-            "locations": [self._rid_segment.tobytes(), self._rid_offset.tobytes(), self._rid_length.tobytes()],
+            "index": described,
             "corrupt": corrupt,
+            "sections": [["y" if isinstance(part, bytearray) else part.typecode, len(part)] for part in sections],
         })
+        size = len(header).to_bytes(4, "little")
+        hasher = blake3.blake3(size)
+        hasher.update(header)
         path = os.path.join(self._directory, SNAPSHOT_NAME)
         temporary = path + ".tmp"
         with open(temporary, "wb") as file:
-            file.write(SNAPSHOT_MAGIC + blake3.blake3(payload).digest() + payload)
+            file.write(SNAPSHOT_MAGIC + size + header)
+            for part in sections:
+                file.write(part)
+                hasher.update(memoryview(part).cast("B"))
+            file.write(hasher.digest())
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -258,23 +301,26 @@ class SegmentStore(IndexedStore):
 
     # -- writing --
     def _locate(self, prepared: Prepared) -> None:
-        parts = []
+        """Gather the batch into one buffer; event records need no hashing (records.py)."""
+        buffer, lengths = bytearray(), prepared.lengths
+        pack, magic, digest_bytes = records.HEADER.pack, records.EVENT_MAGIC, records.RECORD_DIGEST_BYTES
+        header_bytes = records.HEADER_BYTES
         for op in prepared.ops:
+            event = op.event
             if op.kind == OP_EVENT:
-                parts.append(records.encode_event_record(op.event))
+                envelope = event.envelope
+                buffer += pack(magic, len(envelope), event.digest[:digest_bytes])
+                buffer += envelope
+                lengths.append(header_bytes + len(envelope))
             else:
-                parts.append(records.encode_dot_record(op.event.stream, op.event.dot))
-        total = sum(map(len, parts))
+                record = records.encode_dot_record(event.stream, event.dot)
+                buffer += record
+                lengths.append(len(record))
         segment, offset = self._tail_segment, self._tail_size
-        if offset > 0 and offset + total > self._config.segment_bytes_max:
+        if offset > 0 and offset + len(buffer) > self._config.segment_bytes_max:
             segment, offset = segment + 1, 0
         prepared.segment, prepared.offset = segment, offset
-        layout, position = [], offset
-        for part in parts:
-            layout.append((position, len(part)))
-            position += len(part)
-        prepared.layout = layout
-        prepared.payload = b"".join(parts)
+        prepared.payload = buffer
 
     def write_prepared(self, prepared: Any) -> None:
         """Write and fsync a prepared batch (any thread: touches only the writer's fd)."""
@@ -303,9 +349,13 @@ class SegmentStore(IndexedStore):
 
     def _committed(self, prepared: Prepared) -> None:
         rolled = prepared.segment != self._tail_segment
-        for op, (offset, length) in zip(prepared.ops, prepared.layout):
-            self._add_location(op.rid, prepared.segment, offset, length)
-        if prepared.ops:
+        ops, lengths = prepared.ops, prepared.lengths
+        if ops:
+            assert ops[0].rid == len(self._rid_segment) and ops[-1].rid == ops[0].rid + len(ops) - 1
+            offsets = itertools.accumulate(lengths[:-1], initial=prepared.offset)
+            self._rid_segment.extend(array("I", [prepared.segment]) * len(ops))
+            self._rid_offset.extend(offsets)
+            self._rid_length.extend(lengths)
             self._tail_segment = prepared.segment
             self._tail_size = prepared.offset + len(prepared.payload)
         if rolled and self._index.records() - self._records_at_snapshot >= SNAPSHOT_EVERY_RECORDS:
@@ -322,42 +372,32 @@ class SegmentStore(IndexedStore):
         """Events by rid; adjacent records are fetched with one pread."""
         result: list[Event | CorruptRecord] = []
         segments, offsets, lengths = self._rid_segment, self._rid_offset, self._rid_length
-        start = 0
-        while start < len(rids):
-            end, segment = start + 1, segments[rids[start]]
-            stop = offsets[rids[start]] + lengths[rids[start]]
-            while end < len(rids) and segments[rids[end]] == segment and offsets[rids[end]] == stop:
+        read_event, start, count = records.read_event, 0, len(rids)
+        while start < count:
+            first = rids[start]
+            end, segment, base = start + 1, segments[first], offsets[first]
+            stop = base + lengths[first]
+            while end < count and segments[rids[end]] == segment and offsets[rids[end]] == stop:
                 stop += lengths[rids[end]]
                 end += 1
-            base = offsets[rids[start]]
             data = os.pread(self._read_fd(segment), stop - base, base)
             for rid in rids[start:end]:
                 offset = offsets[rid]
-                result.append(self._decode(data, offset - base, lengths[rid], segment, offset))
+                loaded = read_event(data, offset - base, lengths[rid])
+                if type(loaded) is str:
+                    loaded = records.corrupt_error(segment_name(segment), offset, loaded)
+                result.append(loaded)
             start = end
         return result
 
-    def _decode(self, data: bytes, at: int, length: int, segment: int, offset: int) -> Event | CorruptRecord:
-        header = data[at:at + records.HEADER_BYTES]
-        if len(data) < at + length or header[:4] != records.EVENT_MAGIC \
-                or int.from_bytes(header[4:8], "little") != length - records.HEADER_BYTES:
-            return records.corrupt_error(segment_name(segment), offset, "bad record header")
-        try:
-            return records.decode_fast(data[at + records.HEADER_BYTES:at + length],
-                                       record_digest=header[8:records.HEADER_BYTES])
-        except (ValueError, TypeError, KeyError, IndexError, cbor2.CBORDecodeError) as exc:
-            return records.corrupt_error(segment_name(segment), offset, str(exc) or type(exc).__name__)
-
     def _check(self, rid: int) -> CorruptRecord | None:
+        """Check one record's bytes: one hash, no decoding (the digest covers every byte)."""
         segment, offset, length = self._rid_segment[rid], self._rid_offset[rid], self._rid_length[rid]
         data = os.pread(self._read_fd(segment), length, offset)
         checked = records.check_record(data)
-        if checked:
-            return records.corrupt_error(segment_name(segment), offset, checked)
-        if self._index.rid_state[rid] == LIVE or data[:4] == records.EVENT_MAGIC:
-            loaded = self._decode(data, 0, length, segment, offset)
-            return loaded if isinstance(loaded, CorruptRecord) else None
-        return None
+        if not checked and self._index.rid_state[rid] == LIVE and data[:4] == records.DOT_MAGIC:
+            checked = "a served record holds no event"
+        return records.corrupt_error(segment_name(segment), offset, checked) if checked else None
 
     def close(self) -> None:
         """Checkpoint the indexes and release every descriptor and the directory lock."""
