@@ -13,6 +13,7 @@ event, and the store's natural-key rule deduplicates it everywhere.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -29,6 +30,7 @@ COUNT_MAX = 2**63 - 1  # incarnations, epochs: int64-safe everywhere
 SHARDS_MAX = 65536  # matches Config's bound
 REPLICATION_FACTOR_MAX = 16  # matches Config's bound
 ADDRESS_CHARS_MAX = 300  # HOST:PORT with a long DNS name, or a simulator name
+FACT_CACHE_ENTRIES_MAX = 1 << 16  # decoded facts kept: a 1000-peer mesh's topology, a few MiB
 
 
 def _check_count(name: str, value: object, minimum: int = 0) -> None:
@@ -183,7 +185,15 @@ def fact_of(event: Event) -> TopologyFact:
     """
     if event.stream != TOPOLOGY_STREAM:
         raise RemoteProtocolError(f"event of stream {event.stream!r} is not a topology event")
-    fact = decode_fact(event.data)
-    if event.key != fact_key(fact):
+    return _checked_fact(event.key, event.data)
+
+
+@functools.lru_cache(maxsize=FACT_CACHE_ENTRIES_MAX)
+def _checked_fact(key: bytes, data: bytes) -> TopologyFact:
+    # Pure, so memoized: every peer decodes the same few thousand topology events again and
+    # again (gossip, anti-entropy, joins), and in the simulator 500 peers share one process.
+    # Errors are not cached (lru_cache does not keep exceptions).
+    fact = decode_fact(data)
+    if key != fact_key(fact):
         raise RemoteProtocolError("topology event key does not match its fact")
     return fact

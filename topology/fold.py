@@ -39,7 +39,7 @@ from topology.events import (
     TopologyFact,
     encode_fact,
 )
-from topology.placement import rank_key, top_peers
+from topology.placement import rank_key, scores_of, top_peers
 
 STATUSES = ("alive", "suspect", "failed", "left")  # index = SWIM precedence rank
 LIVE_RANK_MAX = 1  # alive and suspect peers are live: they hold replicas, get probed
@@ -149,10 +149,11 @@ class TopologyState:
     def _placement_add(self, peer: str) -> None:
         if self._placement is None or self._config is None:
             return
-        factor = self._config.replication_factor
+        factor, shards = self._config.replication_factor, self._config.shards
+        scores = scores_of(peer, shards)  # one cached vector instead of a lookup per shard
         for shard, replicas in self._placement.items():
-            key = rank_key(shard, peer)
-            if len(replicas) == factor and key <= rank_key(shard, replicas[-1]):
+            key = (scores[shard], peer)
+            if len(replicas) == factor and key <= (scores_of(replicas[-1], shards)[shard], replicas[-1]):
                 continue
             # Replica sets hold at most 16 peers: a linear scan for the slot is cheapest.
             position = 0

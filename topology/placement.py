@@ -21,12 +21,23 @@ from collections.abc import Iterable
 import blake3
 
 SCORE_CACHE_ENTRIES_MAX = 1 << 18  # 256k pairs: 1000 peers x 256 shards, a few tens of MiB
+SCORE_VECTORS_MAX = 4096  # per-peer score vectors: a 1000-peer mesh and its departed peers
 
 
 @functools.lru_cache(maxsize=SCORE_CACHE_ENTRIES_MAX)
 def rendezvous_score(shard: int, peer: str) -> int:
     """The placement weight of `peer` for `shard` (higher is better), a 64-bit integer."""
     assert 0 <= shard < 2**32, shard
+    return _score(shard, peer)
+
+
+@functools.lru_cache(maxsize=SCORE_VECTORS_MAX)
+def scores_of(peer: str, shards: int) -> tuple[int, ...]:
+    """`rendezvous_score(shard, peer)` for every shard, as one tuple (cached per peer)."""
+    return tuple(_score(shard, peer) for shard in range(shards))
+
+
+def _score(shard: int, peer: str) -> int:
     digest = blake3.blake3(shard.to_bytes(4, "big") + peer.encode("utf-8")).digest(length=8)
     return int.from_bytes(digest, "big")
 
