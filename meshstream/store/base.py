@@ -381,20 +381,27 @@ class IndexedStore:
 
     # -- corruption --
     def scrub(self, records_max: int) -> list[Any]:
-        """Check up to `records_max` more held records (round robin); return new errors."""
+        """Check up to `records_max` more held records (round robin); return new errors.
+
+        Cheap per record (one hash, no decoding) and bounded by `records_max`, so the node
+        can call it from its event loop with a small budget."""
         _check_limit(records_max)
         index, found = self._index, []
         total = index.records()
+        states, wanted = index.rid_state, []
         for _ in range(min(records_max, total)):
             rid = self._scrub_next % total
             self._scrub_next = rid + 1
-            if index.rid_state[rid] not in HELD_STATES:
-                continue
-            error = self._check(rid)
+            if states[rid] in HELD_STATES:
+                wanted.append(rid)
+        for rid, error in zip(wanted, self._check_many(wanted)):
             if error is not None:
                 self._note_corrupt(rid, error)
                 found.append(error)
         return found
+
+    def _check_many(self, rids: list[int]) -> list[CorruptRecord | None]:
+        return [self._check(rid) for rid in rids]
 
     def corrupt_records(self) -> list[Any]:
         return [self._corrupt[rid] for rid in sorted(self._corrupt)]
