@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from meshstream.errors import ConfigError
 
 MIB = 1024 * 1024
+# Full replication (replication_factor = N) is how the epidemic benches run; beyond about a
+# thousand replicas every write would fan out to more peers than a mesh of ours holds.
+REPLICATION_FACTOR_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +72,10 @@ class Config:
                 raise ConfigError(f"config {field.name} must be a whole number, got {value!r}")
         if self.shards > 65536:
             raise ConfigError(f"config shards must be at most 65536, got {self.shards}")
-        if self.replication_factor > 16:
-            raise ConfigError(f"config replication_factor must be at most 16, got {self.replication_factor}")
+        if self.replication_factor > REPLICATION_FACTOR_MAX:
+            raise ConfigError(
+                f"config replication_factor must be at most {REPLICATION_FACTOR_MAX}, got {self.replication_factor}"
+            )
         if self.probe_timeout_s >= self.probe_interval_s:
             raise ConfigError("config probe_timeout_s must be shorter than probe_interval_s")
         if self.frame_bytes_max < self.event_bytes_max + 64 * 1024:
