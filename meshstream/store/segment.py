@@ -117,6 +117,7 @@ class SegmentStore(IndexedStore):
     def _recover(self) -> None:
         segments = list_segments(self._directory)
         covered = self._load_snapshot(segments)
+        self._records_at_snapshot = self._index.records()  # a replayed tail is checkpointed later
         self.recovery = {"snapshot": bool(covered), "replayed": 0, "truncated_bytes": 0}
         for segment in segments:
             start = covered.get(segment, 0)
@@ -124,7 +125,6 @@ class SegmentStore(IndexedStore):
         if segments:
             self._tail_segment = segments[-1]
             self._tail_size = os.path.getsize(self._path(segments[-1]))
-        self._records_at_snapshot = self._index.records() if covered else 0
         self._recovered = True
 
     def _replay_segment(self, segment: int, start: int, last: bool) -> None:
