@@ -49,3 +49,13 @@ def mesh(tmp_path) -> Iterator[Mesh]:
         yield m
     finally:
         m.close()
+
+
+# Hypothesis explores new examples on every local run, but CI must judge a commit by the
+# same examples every time: under CI=true the search is derandomized (seeded from each
+# test), and every failure prints the blob that reproduces it.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, database=None)
+_hypothesis_settings.register_profile("dev", print_blob=True)
+_hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")

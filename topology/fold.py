@@ -119,9 +119,11 @@ class TopologyState:
         changed = False
         if isinstance(fact, MemberJoined):
             joined = (fact.incarnation, fact.address)
-            if joined > self._joined.get(fact.peer, (-1, "")):
+            previous = self._joined.get(fact.peer, (-1, None))
+            if joined > previous:
                 self._joined[fact.peer] = joined
-                changed = True
+                # A newer join at the same address leaves the view as it was.
+                changed = joined[1] != previous[1]
         liveness = (fact.incarnation, _RANK_OF[type(fact)])
         if liveness > self._liveness.get(fact.peer, (-1, -1)):
             self._liveness[fact.peer] = liveness
