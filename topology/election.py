@@ -40,3 +40,44 @@ def claims(state: TopologyState, me: str, caught_up: Callable[[int], bool]) -> l
         elections.append(MasterElected(shard, me, epoch))
     elections.sort(key=lambda fact: fact.shard)
     return elections
+
+
+def master_cap(shards: int, peers: int) -> int:
+    """The most shards one peer should master once steady: ceil(shards / peers) + 1."""
+    return -(-shards // max(1, peers)) + 1
+
+
+def balanced_masters(state: TopologyState, exclude: frozenset[str] = frozenset()) -> dict[int, str]:
+    """Where each shard's master should be, balanced and sticky; a pure function of the view.
+
+    Every peer that computes it from the same view gets the same answer, so only the
+    current master of a shard acts on it and two peers never pull one shard both ways.
+    First pass, shards ascending: a live master that is in the shard's replica set keeps
+    the shard while it masters fewer than ceil(shards / peers). Second pass: each remaining
+    shard goes to its best-ranked replica below that cap, else to its least-loaded replica
+    (so the load can exceed the cap by one only when all its replicas are full). Peers in
+    `exclude` (a peer draining before it leaves) get nothing. Shards with no eligible
+    replica are left out.
+    """
+    shards = state.shards
+    live = [p for p in state.live_peers() if p not in exclude]
+    if shards is None or not live:
+        return {}
+    cap = master_cap(shards, len(live)) - 1
+    load: dict[str, int] = {}
+    target: dict[int, str] = {}
+    pending: list[tuple[int, list[str]]] = []
+    for shard in range(shards):
+        replicas = [p for p in state.replica_set(shard) if p not in exclude]
+        current = state.live_master(shard)
+        if current is not None and current in replicas and load.get(current, 0) < cap:
+            target[shard] = current
+            load[current] = load.get(current, 0) + 1
+        elif replicas:
+            pending.append((shard, replicas))
+    for shard, replicas in pending:
+        below = [p for p in replicas if load.get(p, 0) < cap]
+        chosen = below[0] if below else min(replicas, key=lambda p: (load.get(p, 0), replicas.index(p)))
+        target[shard] = chosen
+        load[chosen] = load.get(chosen, 0) + 1
+    return target

@@ -45,6 +45,7 @@ from meshstream.protocol.anti_entropy import AntiEntropy
 from meshstream.protocol.effects import Deliver, Effect, Journal, Persist, Reply, Send
 from meshstream.protocol.membership import Membership
 from meshstream.protocol.reads import Reads
+from meshstream.protocol.rebalance import Rebalance
 from meshstream.protocol.replication import Writes
 from meshstream.protocol.timers import Timers
 from meshstream.protocol.topology_log import TopologyLog
@@ -86,6 +87,7 @@ class Node:
         self.writes = Writes(self)
         self.anti_entropy = AntiEntropy(self)
         self.reads = Reads(self)
+        self.rebalance = Rebalance(self)  # catch-up before acks, master handovers, draining
         self._tokens: dict[int, tuple] = {}  # persist token -> what to do when durable
         self._token_events: dict[int, tuple[list[Event], list[Event]]] = {}  # (all, fresh)
         self._next_token = 0
@@ -126,8 +128,25 @@ class Node:
         shard = self.shard_of(stream)
         return None if shard is None else self.topology.live_master(shard)
 
-    def can_sequence(self) -> bool:
-        return self._writer_durable and self._topology_synced and not self._leaving
+    def can_sequence(self, stream: str | None = None) -> bool:
+        """May this peer sequence now (for `stream`: not while handing its shard over)?"""
+        if not (self._writer_durable and self._topology_synced and not self._leaving):
+            return False
+        return stream is None or not self.rebalance.sequencing_paused(self.shard_of(stream))
+
+    @property
+    def departed(self) -> bool:
+        """A graceful leave has handed its shards off and published MemberLeft."""
+        return self.rebalance.departed
+
+    def write_placement(self, shard: int | None) -> tuple[str, ...]:
+        """Where a new write of `shard` is pushed: placement plus retiring replicas."""
+        return () if shard is None else self.rebalance.push_set(shard)
+
+    def ack_members(self, stream: str, peers: Sequence[str]) -> set[str]:
+        """Those of `peers` whose copies count toward a write's quorum/all ack (caught up)."""
+        shard = self.shard_of(stream)
+        return set(peers) if shard is None else self.rebalance.counted(shard, tuple(peers))
 
     def placement(self, shard: int | None) -> tuple[str, ...]:
         """The shard's replica set, plus its live master if that is not among them."""
@@ -216,6 +235,7 @@ class Node:
             "synced": self._topology_synced, "members": members, "streams": streams,
             "appends_in_flight": self.writes.in_flight(),
             "corrupt_records": len(self.store.corrupt_records()),
+            "rebalance": self.rebalance.status(),
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -253,8 +273,10 @@ class Node:
         return self.name[: WRITER_CHARS_MAX - len(suffix)] + suffix
 
     def leave(self, now: float) -> list[Effect]:
+        """Graceful leave: stop taking appends, hand mastered shards off, then MemberLeft
+        (at once when there is nothing to hand off; see `rebalance`)."""
         self._leaving = True
-        return self.membership.leave(now) + self._settle(now)
+        return self.rebalance.drain(now) + self._settle(now)
 
     def next_deadline(self) -> float | None:
         candidates = [self.membership.next_deadline(), self.timers.next(), self._next_gossip, self._next_scrub]
@@ -271,6 +293,7 @@ class Node:
             if partner is not None:
                 effects += self.anti_entropy.start_round(partner, now)
             effects += self._report_corrupt()  # before the refetch repairs it unseen
+            effects += self.rebalance.tick(now)
         if self._next_scrub is not None and now >= self._next_scrub:
             self._next_scrub = now + SCRUB_INTERVAL_S
             effects += self._scrub()
@@ -311,6 +334,8 @@ class Node:
         """A message from peer `src`. Raises RemoteProtocolError for one it cannot take."""
         if Membership.handles(message):
             effects = self.membership.receive(src, message, now)
+        elif Rebalance.handles(message):
+            effects = self.rebalance.receive(src, message, now)
         else:
             effects = self._receive_replication(src, message, now)
         return effects + self._settle(now)

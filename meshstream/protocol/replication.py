@@ -101,7 +101,7 @@ class Writes:
         routed = self.routed[forward_id]
         request = routed.request
         master = self.node.master_of(request.stream)
-        if master == self.node.name and self.node.can_sequence():
+        if master == self.node.name and self.node.can_sequence(request.stream):
             del self.routed[forward_id]
             origin = ("client", routed.client, request.request_id)
             return self.start_write(origin, request.stream, request.items, request.ack, now)
@@ -162,7 +162,7 @@ class Writes:
         problem = validate_append(message.stream, message.items, self.node.config)
         if problem:
             return [Send(src, ForwardReply(message.forward_id, (), "invalid", problem, True))]
-        if self.node.master_of(message.stream) != self.node.name or not self.node.can_sequence():
+        if self.node.master_of(message.stream) != self.node.name or not self.node.can_sequence(message.stream):
             return [Send(src, ForwardReply(message.forward_id, (), "not_master", "not the master here", True))]
         if self.in_flight() >= self.node.config.appends_in_flight_max:
             return [Send(src, ForwardReply(message.forward_id, (), "overloaded", "too many appends in flight", True))]
@@ -172,7 +172,7 @@ class Writes:
     # -- the master's part --
     def start_write(self, origin: Origin, stream: str, items, ack: str, now: float) -> list[Effect]:
         node = self.node
-        placement = node.placement(node.shard_of(stream))
+        placement = node.write_placement(node.shard_of(stream))  # with retiring replicas (rebalance)
         needed = node.topology.replication_factor // 2 + 1
         if ack != "master" and not node.quorum_reachable(placement, needed):
             return self._answer(origin, (), "quorum_unreachable", "too few live replicas for this ack level", True)
@@ -288,12 +288,13 @@ class Writes:
         write = self.pending[push_id]
         if not write.local_done:
             return []
-        copies = len(write.persisted_by & set(write.placement))
+        counted = self.node.ack_members(write.stream, write.placement)  # caught-up replicas only
+        copies = len(write.persisted_by & counted)
         if write.ack == "quorum" and copies < write.needed:
             return []
         if write.ack == "all":
             live = set(self.node.topology.live_peers())
-            missing = [p for p in write.placement if p in live and p not in write.persisted_by]
+            missing = [p for p in sorted(counted) if p in live and p not in write.persisted_by]
             if missing or copies < write.needed:
                 return []
         del self.pending[push_id]
