@@ -137,10 +137,11 @@ def event_sound(envelope: bytes | memoryview, header_digest: bytes, magic: bytes
     return ""
 
 
-def decode_trusted(envelope: bytes, start: int, end: int) -> Event:
+def decode_trusted(envelope: bytes, start: int, end: int, body: bytes | None = None) -> Event:
     """Build the Event of an envelope already checked (`event_sound`) whose body spans
-    envelope[start:end]. Raises ValueError/TypeError if the body is not an event's."""
-    version, stream, key, data, metadata, dot, context = _loads(envelope[start:end])
+    envelope[start:end] (`body`, when the caller has sliced it already). Raises
+    ValueError/TypeError if the body is not an event's."""
+    version, stream, key, data, metadata, dot, context = _loads(envelope[start:end] if body is None else body)
     event = _new(Event)
     dot_value = _new(Dot)
     _DOT_PEER(dot_value, dot[0])
@@ -151,8 +152,8 @@ def decode_trusted(envelope: bytes, start: int, end: int) -> Event:
     setters[2](event, data)
     setters[3](event, tuple(metadata.items()) if metadata else ())
     setters[4](event, dot_value)
-    vector = _new(VersionVector)
-    vector._counters = dict(zip(context[::2], context[1::2]))  # written sorted and positive
+    vector = _new(VersionVector)  # written sorted and positive: no checks needed
+    vector._counters = {context[0]: context[1]} if len(context) == 2 else dict(zip(context[::2], context[1::2]))
     vector._hash = None
     setters[5](event, vector)
     setters[6](event, envelope[end + 2:])
@@ -262,30 +263,36 @@ def corrupt_error(segment: str, offset: int, reason: str) -> CorruptRecord:
                          segment=segment, offset=offset)
 
 
+_unpack_header = HEADER.unpack_from
+
+
 def read_event(data: bytes, at: int, length: int) -> Event | str:
     """The event of the record at data[at:at + length], or why it is unsound (never raises).
 
     The read path: one hash of the envelope body (it covers every byte, see the module
-    docstring), then one plain decode.
+    docstring), then one plain decode of the same body bytes.
     """
-    magic = data[at:at + 4]
-    if len(data) < at + length or int.from_bytes(data[at + 4:at + 8], "little") != length - HEADER_BYTES:
+    if len(data) < at + length:
+        return "bad record header"
+    magic, size, header_digest = _unpack_header(data, at)
+    if size != length - HEADER_BYTES:
         return "bad record header"
     envelope = data[at + HEADER_BYTES:at + length]
     if magic != EVENT_MAGIC:
         if magic != EVENT_MAGIC_V1:
             return "bad record header"
-        problem = event_sound(envelope, data[at + 8:at + HEADER_BYTES], magic)
+        problem = event_sound(envelope, header_digest, magic)
         if problem:
             return problem
     start, end = body_span(envelope)
     if not end:
         return "malformed envelope"
-    digest = envelope[end + 2:]
-    if magic == EVENT_MAGIC and (digest[:RECORD_DIGEST_BYTES] != data[at + 8:at + HEADER_BYTES]
-                                 or _blake3(memoryview(envelope)[start:end]).digest() != digest):
-        return MISMATCH
+    body = envelope[start:end]
+    if magic == EVENT_MAGIC:
+        digest = envelope[end + 2:]
+        if digest[:RECORD_DIGEST_BYTES] != header_digest or _blake3(body).digest() != digest:
+            return MISMATCH
     try:
-        return decode_trusted(envelope, start, end)
+        return decode_trusted(envelope, start, end, body)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, cbor2.CBORDecodeError) as exc:
         return f"undecodable body: {exc}"
