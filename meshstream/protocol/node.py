@@ -65,7 +65,9 @@ from topology import election
 from topology.events import MasterElected, MeshConfigured, TopologyFact
 from topology.fold import TopologyState
 
-SCRUB_INTERVAL_S = 1.0  # scrub in one-second slices of scrub_records_per_s
+# Scrub runs in slices of scrub_records_per_s * gossip_interval_s records on the gossip
+# cadence: a one-second slice blocked a real peer's loop for 0.3-0.8 s, longer than the
+# local preset's probe timeout, and set off suspicion storms; no extra deadlines either.
 SETTLE_ROUNDS_MAX = 4  # elections published per input converge in one or two rounds
 WRITER_CHARS_MAX = 64  # a dot's peer field is at most 64 characters
 LOSERS_KEPT_MAX = 100_000  # conflict losers held for partners; conflicts are rare (retries across a cut)
@@ -256,7 +258,7 @@ class Node:
         seeds = self.seeds or tuple(a for a in (self.address_of(p) for p in others) if a)
         effects += self.membership.start(now, seeds)
         self._next_gossip = now + self.config.gossip_interval_s * self.rng.random()
-        self._next_scrub = now + SCRUB_INTERVAL_S
+        self._next_scrub = self._next_gossip  # same instants: one tick serves both
         return effects + self._settle(now)
 
     def _fresh_writer(self) -> str:
@@ -295,7 +297,7 @@ class Node:
             effects += self._report_corrupt()  # before the refetch repairs it unseen
             effects += self.rebalance.tick(now)
         if self._next_scrub is not None and now >= self._next_scrub:
-            self._next_scrub = now + SCRUB_INTERVAL_S
+            self._next_scrub = now + self.config.gossip_interval_s
             effects += self._scrub()
         effects += self._elect(now)  # catch-up may have finished with no change of view
         return effects + self._settle(now)
@@ -317,7 +319,7 @@ class Node:
     def _scrub(self) -> list[Effect]:
         """Scrub the next slice, and report every corrupt record not reported yet (reads
         find some too). The store has dropped them from its vectors: anti-entropy refetches."""
-        self.store.scrub(int(self.config.scrub_records_per_s * SCRUB_INTERVAL_S))
+        self.store.scrub(max(1, int(self.config.scrub_records_per_s * self.config.gossip_interval_s)))
         return self._report_corrupt()
 
     def _report_corrupt(self) -> list[Effect]:
