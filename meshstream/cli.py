@@ -33,6 +33,18 @@ APPEND_STDIN_BATCH_EVENTS = 100  # events per request when reading lines from st
 READ_PAGE_EVENTS = 1000
 FOLLOW_WAIT_S = 5.0
 CLI_RETRY_TIMEOUT_S = 5.0  # long enough to ride through a master election on a local mesh
+# Defaults of `meshstream run` for a mesh that may grow from 1 to 500 peers (README,
+# "Defaults"). The shard count is fixed when the mesh is created, so it is sized for the
+# largest mesh: 512 shards let 500 peers each master one or two (the balance cap is
+# ceil(512/500)+1 = 3), so write capacity keeps growing with peers; at one peer they cost
+# one 16-byte digest each per anti-entropy round. Three replicas survive one failure with
+# a quorum left; a one-peer mesh takes ack=master writes until a second peer joins.
+RUN_SHARDS_DEFAULT = 512
+RUN_REPLICATION_FACTOR_DEFAULT = 3
+WATCH_INTERVAL_S = 1.0  # redraw period of `status --watch`: a person reads it, not a machine
+MEMBER_STATUS_TIMEOUT_S = 2.0  # `status --mesh`: a member that does not answer in time is skipped
+BAR_CELLS = 24  # width of a progress bar in characters
+ANSI_HOME_CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: plain ANSI, no curses
 
 
 class UsageError(Exception):
@@ -54,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--join", action="append", default=[], metavar="HOST:PORT")
     run.add_argument("--advertise", metavar="HOST:PORT", help="the address other peers dial")
     run.add_argument("--cluster-key-file", metavar="FILE")
-    run.add_argument("--replication-factor", type=int)
-    run.add_argument("--shards", type=int)
+    run.add_argument("--replication-factor", type=int,
+                     help=f"copies of each shard (default {RUN_REPLICATION_FACTOR_DEFAULT}; fixed at mesh creation)")
+    run.add_argument("--shards", type=int,
+                     help=f"shards of the mesh (default {RUN_SHARDS_DEFAULT}, sized for up to 500 peers)")
     run.add_argument("--preset", default="local", choices=["local", "lan"])
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     append = commands.add_parser("append", help="append events to a stream")
@@ -70,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--from", dest="cursor", default="", metavar="CURSOR")
     read.add_argument("--limit", type=int)
     read.add_argument("--follow", action="store_true")
-    status = commands.add_parser("status", help="a peer's view of the mesh")
+    status = commands.add_parser("status", help="a peer's view of the mesh, and shards on the move")
     _client_flags(status)
+    status.add_argument("--mesh", action="store_true", help="also ask every live member for its moving shards")
+    status.add_argument("--watch", action="store_true", help="redraw the moving shards as a live table (Ctrl-C ends)")
+    status.add_argument("--interval", type=float, default=WATCH_INTERVAL_S, metavar="SECONDS")
     topology = commands.add_parser("topology", help="the topology stream and its view")
     _client_flags(topology)
     topology.add_argument("--dot", action="store_true", help="Graphviz output")
@@ -148,11 +165,11 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s")
-    overrides: dict[str, Any] = {}
-    if args.replication_factor is not None:
-        overrides["replication_factor"] = args.replication_factor
-    if args.shards is not None:
-        overrides["shards"] = args.shards
+    overrides: dict[str, Any] = {
+        "replication_factor": RUN_REPLICATION_FACTOR_DEFAULT if args.replication_factor is None
+        else args.replication_factor,
+        "shards": RUN_SHARDS_DEFAULT if args.shards is None else args.shards,
+    }
     config = Config.preset(args.preset, **overrides)
     ids.validate_peer_name(args.name)
     for address in [args.listen, *args.join, *([args.advertise] if args.advertise else [])]:
@@ -287,15 +304,51 @@ def parse_cursor(text: str) -> VersionVector:
 
 
 async def _status(args: argparse.Namespace, cluster_key: bytes | None) -> int:
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    if not args.watch:
+        status, others = await _gather_status(args, cluster_key)
+        if args.json:
+            print(json.dumps({**status, "mesh": others} if args.mesh else status, sort_keys=True))
+        else:
+            print(status_text(status))
+            if args.mesh:
+                print(moving_text(others))
+        return 0
+    try:
+        while True:
+            status, others = await _gather_status(args, cluster_key, mesh=True)
+            print(ANSI_HOME_CLEAR + watch_text(status, others, trio.current_time()), flush=True)
+            await trio.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _gather_status(args: argparse.Namespace, cluster_key: bytes | None,
+                         mesh: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The asked peer's status, and (with --mesh or --watch) every live member's."""
     from meshstream.client import open_client
 
     async with open_client(args.peer, cluster_key=cluster_key, retry_timeout_s=CLI_RETRY_TIMEOUT_S) as client:
         status = await client.status()
-    if args.json:
-        print(json.dumps(status, sort_keys=True))
-    else:
-        print(status_text(status))
-    return 0
+    if not (mesh or args.mesh):
+        return status, [status]
+    addresses = sorted({m["address"] for m in status.get("members", [])
+                        if m.get("status") in ("alive", "suspect") and m.get("address")})
+    found: dict[str, dict[str, Any]] = {}
+
+    async def ask(address: str) -> None:
+        with trio.move_on_after(MEMBER_STATUS_TIMEOUT_S):
+            try:
+                async with open_client([address], cluster_key=cluster_key, retry_timeout_s=0.5) as member:
+                    found[address] = await member.status()
+            except (MeshError, OSError):
+                pass  # a member that does not answer is left out of the table
+
+    async with trio.open_nursery() as nursery:
+        for address in addresses:
+            nursery.start_soon(ask, address)
+    return status, [found[a] for a in sorted(found)]
 
 
 def status_text(status: dict[str, Any]) -> str:
@@ -314,9 +367,63 @@ def status_text(status: dict[str, Any]) -> str:
             replicas = ",".join(s.get("replicas", []))
             lines.append(f"  {s.get('stream', '?'):<24} shard {s.get('shard', '?'):<4} master {s.get('master') or '-':<10}"
                          f" replicas {replicas:<24} events {s.get('events', '?')}")
-    rest = {k: v for k, v in status.items() if k not in ("name", "address", "members", "streams")}
+    rest = {k: v for k, v in status.items() if k not in ("name", "address", "members", "streams", "rebalance")}
     lines.extend(f"{key}: {json.dumps(rest[key], sort_keys=True)}" for key in sorted(rest))
+    if isinstance(status.get("rebalance"), dict):
+        lines.append(moving_text([status]))
     return "\n".join(lines)
+
+
+def moving_rows(statuses: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per shard on the move, from peers' status documents: replicas catching up
+    (events left, total, rate) and masters handing a shard over."""
+    rows: list[dict[str, Any]] = []
+    for status in statuses:
+        rebalance = status.get("rebalance") if isinstance(status, dict) else None
+        if not isinstance(rebalance, dict):
+            continue
+        peer = status.get("name", "?")
+        for item in rebalance.get("catching_up", []):
+            rows.append({"shard": item.get("shard"), "kind": "catch-up", "peer": peer, "from": item.get("master"),
+                         "left": int(item.get("events_left", 0)), "total": int(item.get("events_total", 0)),
+                         "rate": float(item.get("rate_per_s", 0.0))})
+        for item in rebalance.get("handovers", []):
+            rows.append({"shard": item.get("shard"), "kind": "handover", "peer": item.get("to"), "from": peer,
+                         "left": 0, "total": 0, "rate": 0.0})
+    rows.sort(key=lambda row: (str(row["kind"]), int(row["shard"] or 0), str(row["peer"])))
+    return rows
+
+
+def progress_bar(done: float, cells: int = BAR_CELLS) -> str:
+    """`[#####-----]` for a fraction 0..1 (clamped)."""
+    filled = round(max(0.0, min(1.0, done)) * cells)
+    return "[" + "#" * filled + "-" * (cells - filled) + "]"
+
+
+def moving_text(statuses: Sequence[dict[str, Any]]) -> str:
+    """The table of shards on the move: progress bar, events left, rate and time left."""
+    rows = moving_rows(statuses)
+    if not rows:
+        return "moving shards: none (placement settled)"
+    lines = [f"moving shards: {len(rows)}",
+             f"  {'shard':>5} {'kind':<9} {'from':<12} {'to':<12} {'progress':<{BAR_CELLS + 7}} "
+             f"{'left':>9} {'rate/s':>9} {'eta':>7}"]
+    for row in rows:
+        total = max(row["total"], row["left"])
+        done = 1.0 if total == 0 else 1.0 - row["left"] / total
+        eta = "-" if row["rate"] <= 0 else f"{row['left'] / row['rate']:.1f}s"
+        lines.append(f"  {row['shard']:>5} {row['kind']:<9} {str(row['from']):<12} {str(row['peer']):<12} "
+                     f"{progress_bar(done)} {done * 100:>4.0f}% {row['left']:>9,} {row['rate']:>9,.0f} {eta:>7}")
+    return "\n".join(lines)
+
+
+def watch_text(status: dict[str, Any], statuses: Sequence[dict[str, Any]], now: float) -> str:
+    """One frame of `status --watch`: a headline, then the moving shards of every member."""
+    members = status.get("members", [])
+    live = sum(1 for m in members if isinstance(m, dict) and m.get("status") in ("alive", "suspect"))
+    head = (f"meshstream status --watch  via {status.get('name', '?')}  live peers {live}/{len(members)}  "
+            f"shards {status.get('shards', '?')}  answered {len(statuses)}")
+    return head + "\n" + moving_text(statuses)
 
 
 async def _topology(args: argparse.Namespace, cluster_key: bytes | None) -> int:

@@ -82,6 +82,7 @@ class Progress:
     master: str
     epoch: int
     events_behind: int
+    events_total: int  # the most it was behind during this catch-up (for progress bars)
     rate_per_s: float
     at: float
 
@@ -252,7 +253,8 @@ class Rebalance:
         if previous is not None and now > previous.at:
             sample = max(0.0, (previous.events_behind - item.events_behind) / (now - previous.at))
             rate = RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * previous.rate_per_s
-        self._progress[item.shard] = Progress(src, item.epoch, item.events_behind, rate, now)
+        total = max(item.events_behind, previous.events_total if previous is not None else 0)
+        self._progress[item.shard] = Progress(src, item.epoch, item.events_behind, total, rate, now)
 
     def on_prepare(self, src: str, message: HandoverPrepare, now: float) -> list[Effect]:
         if self.node.topology.master(message.shard) != (src, message.epoch):
@@ -392,7 +394,7 @@ class Rebalance:
         """Moving shards: those this peer is still catching up on, and handovers under way."""
         catching_up = [
             {"shard": shard, "master": p.master, "epoch": p.epoch, "events_left": p.events_behind,
-             "rate_per_s": round(p.rate_per_s, 1)}
+             "events_total": p.events_total, "rate_per_s": round(p.rate_per_s, 1)}
             for shard, p in sorted(self._progress.items())
         ]
         handovers = [{"shard": shard, "to": h.successor, "epoch": h.epoch} for shard, h in sorted(self._handovers.items())]
