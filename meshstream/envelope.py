@@ -71,6 +71,15 @@ class Event:
         digest = blake3.blake3(body).digest()
         return cls(stream, key, data, pairs, dot, context, digest, dumps([body, digest]))
 
+    @classmethod
+    def seal(cls, stream: str, key: bytes, data: bytes, metadata: Metadata, dot: Dot,
+             context: VersionVector) -> "Event":
+        """`sequence` without the checks, for fields the caller has validated and metadata
+        already normalized (a master's batch after `validate_append`): the same bytes."""
+        body = dumps([ENVELOPE_VERSION, stream, key, data, dict(metadata), dot.to_cbor(), context.to_cbor()])
+        digest = blake3.blake3(body).digest()
+        return cls(stream, key, data, metadata, dot, context, digest, dumps([body, digest]))
+
     def metadata_dict(self) -> dict[str, MetadataValue]:
         return dict(self.metadata)
 

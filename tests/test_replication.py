@@ -101,3 +101,30 @@ def test_replication_messages_round_trip_and_reject_bad_fields() -> None:
     assert message_from_bytes(message_to_bytes(pull)) == pull
     with pytest.raises(ValueError):
         ShardDigest(1, b"short")
+
+
+def test_seal_makes_the_same_envelope_as_sequence() -> None:
+    rng = random.Random(5)
+    for _ in range(50):
+        metadata = {f"m{rng.randrange(40)}": rng.choice(["text", 7, b"\x00\xff"]) for _ in range(rng.randrange(4))}
+        vector = VersionVector({f"p{rng.randrange(9)}": rng.randrange(1, 99) for _ in range(rng.randrange(4))})
+        args = ("s", rng.randbytes(8), rng.randbytes(rng.randrange(300)))
+        dot = Dot("w.1", rng.randrange(1, 1000))
+        made = Event.sequence(*args, metadata, dot, vector)
+        sealed = Event.seal(*args, made.metadata, dot, vector)
+        assert sealed == made and sealed.envelope == made.envelope, f"metadata={metadata} vector={vector}"
+
+
+def test_a_batch_is_sequenced_each_event_in_the_context_of_the_one_before() -> None:
+    from meshstream.protocol.node import Node
+    from meshstream.store.memory import MemoryStore
+
+    node = Node("n1", "127.0.0.1:1", Config.preset("sim"), random.Random(1), MemoryStore())
+    node.start(0.0)
+    node._writer_durable = node._topology_synced = True  # a lone founder, durable at once
+    items = [(AppendItem(b"k%d" % i, b"d", {}), ()) for i in range(3)]
+    first = node.sequence_events("s", items)
+    second = node.sequence_events("s", items[:1])
+    writer = node.writer
+    assert [e.dot for e in first + second] == [Dot(writer, c) for c in (1, 2, 3, 4)]
+    assert [e.context for e in first + second] == [VersionVector({writer: c}) for c in (0, 1, 2, 3)]

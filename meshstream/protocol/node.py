@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from meshstream import ids
 from meshstream.clocks import Dot, VersionVector
 from meshstream.config import Config
-from meshstream.envelope import Event
+from meshstream.envelope import Event, Metadata, normalize_metadata
 from meshstream.errors import CorruptRecord, LocalProtocolError, RemoteProtocolError
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.anti_entropy import AntiEntropy
@@ -424,23 +424,38 @@ class Node:
         token = self._next_token
         self._tokens[token] = purpose
         self._token_events[token] = (list(events), list(events if fresh is None else fresh))
+        streams: set[str] = set()
         for event in events:
             self.unpersisted.setdefault(event.natural_key, event)
             self._unpersisted_dots.add((event.stream, event.dot))
-            if event.stream != TOPOLOGY_STREAM:
-                self._note_stream(event.stream)
+            streams.add(event.stream)
+        for stream in sorted(streams - {TOPOLOGY_STREAM}):  # once per stream, not per event
+            self._note_stream(stream)
         return [Persist(token, tuple(events))]
 
     def sequence_event(self, stream: str, item: AppendItem) -> Event:
         """A new event of this writer in `stream` (the caller is the shard's master)."""
+        return self.sequence_events(stream, [(item, normalize_metadata(tuple(item.metadata.items())))])[0]
+
+    def sequence_events(self, stream: str, items: Sequence[tuple[AppendItem, Metadata]]) -> list[Event]:
+        """New events of this writer in `stream`, each in the context of the one before, for
+        items already validated (`validate_append`) with their normalized metadata. The
+        caller is the shard's master. The store's vector is read once per batch."""
         assert self.can_sequence()
         head = self._heads.get(stream)
-        context = self.store.version_vector(stream)
-        if head is not None:
-            context = context.with_dot(head)
-        dot = Dot(self.writer, head.counter + 1 if head is not None else 1)
-        self._heads[stream] = dot
-        return Event.sequence(stream, item.key, item.data, tuple(item.metadata.items()), dot, context)
+        counters = dict(self.store.version_vector(stream).items())
+        counter = head.counter if head is not None else 0
+        writer = self.writer
+        events: list[Event] = []
+        for item, metadata in items:
+            if counter:
+                counters[writer] = counter
+            counter += 1
+            dot = Dot(writer, counter)
+            events.append(Event.seal(stream, item.key, item.data, metadata, dot, VersionVector(counters)))
+        if events:
+            self._heads[stream] = events[-1].dot
+        return events
 
     def take_events(self, src: str, events: Sequence[Event], now: float, purpose: tuple) -> list[Effect]:
         """Events from a peer (eager push or anti-entropy): persist those new here."""

@@ -191,24 +191,25 @@ class Writes:
         return effects + self._push(push_id, write, sorted(set(placement) - {node.name}))
 
     def _dedup(self, stream: str, items: tuple[AppendItem, ...]) -> list | str:
-        """Per item: an existing event (a duplicate) or the item to sequence; or the text
-        of a key conflict."""
+        """Per item: an existing event (a duplicate), the key of an earlier item of this
+        request, or (item, normalized metadata) to sequence; or the text of a key conflict."""
         resolved: list = []
-        seen: dict[bytes, AppendItem] = {}
+        seen: dict[bytes, tuple[AppendItem, tuple]] = {}
+        pending_keys = self.pending_keys
         for item in items:
-            metadata = normalize_metadata(tuple(item.metadata.items()))
-            existing = self.pending_keys.get((stream, item.key)) or self._stored(stream, item.key)
+            metadata = normalize_metadata(tuple(item.metadata.items())) if item.metadata else ()
+            existing = pending_keys.get((stream, item.key)) or self._stored(stream, item.key)
             if existing is not None:
                 if (existing.data, existing.metadata) != (item.data, metadata):
                     return f"key {item.key!r} already exists in stream {stream!r} with different content"
                 resolved.append(existing)
             elif item.key in seen:
-                if (seen[item.key].data, seen[item.key].metadata) != (item.data, item.metadata):
+                if (seen[item.key][0].data, seen[item.key][1]) != (item.data, metadata):
                     return f"key {item.key!r} appears twice in the request with different content"
                 resolved.append(item.key)  # the same item again: answer with the first one
             else:
-                seen[item.key] = item
-                resolved.append(item)
+                seen[item.key] = (item, metadata)
+                resolved.append(seen[item.key])
         return resolved
 
     def _stored(self, stream: str, key: bytes) -> Event | None:
@@ -218,14 +219,12 @@ class Writes:
             return None  # not served here; anti-entropy brings it back
 
     def _sequence(self, stream: str, resolved: list) -> tuple[tuple[Appended, ...], tuple[Event, ...], list[Event]]:
-        fresh: list[Event] = []
-        by_key: dict[bytes, Event] = {}
+        fresh = self.node.sequence_events(stream, [entry for entry in resolved if isinstance(entry, tuple)])
+        by_key = {event.key: event for event in fresh}
         appended: list[Appended] = []
         for entry in resolved:
-            if isinstance(entry, AppendItem):
-                event = self.node.sequence_event(stream, entry)
-                fresh.append(event)
-                by_key[entry.key] = event
+            if isinstance(entry, tuple):
+                event = by_key[entry[0].key]
                 appended.append(Appended(event.key, event.dot, event.digest, False))
             else:
                 event = by_key[entry] if isinstance(entry, bytes) else entry
@@ -317,6 +316,8 @@ def validate_append(stream: str, items: tuple[AppendItem, ...], config) -> str:
             ids.validate_key(item.key)
             if len(item.data) > config.event_bytes_max:
                 return f"event data is {len(item.data)} bytes; at most {config.event_bytes_max}"
+            if not item.metadata:
+                continue  # the common case: nothing more to check
             if len(item.metadata) > config.metadata_entries_max:
                 return f"metadata has {len(item.metadata)} entries; at most {config.metadata_entries_max}"
             for name, value in item.metadata.items():
