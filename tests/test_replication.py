@@ -128,3 +128,21 @@ def test_a_batch_is_sequenced_each_event_in_the_context_of_the_one_before() -> N
     writer = node.writer
     assert [e.dot for e in first + second] == [Dot(writer, c) for c in (1, 2, 3, 4)]
     assert [e.context for e in first + second] == [VersionVector({writer: c}) for c in (0, 1, 2, 3)]
+
+
+def test_a_forward_to_a_master_declared_failed_is_rerouted_without_waiting_out_its_timer() -> None:
+    from tests.node_harness import Harness, fast_config
+
+    harness = Harness(31, fast_config(forward_timeout_s=4.0, append_timeout_s=8.0))
+    names = ["n1", "n2", "n3"]
+    harness.form_mesh(names)
+    stream = "orders"
+    master = harness.node("n1").master_of(stream)
+    via = next(n for n in names if n != master)
+    assert harness.append(via, stream, [(b"before", b"v")], "quorum").code == "", f"seed={harness.seed}"
+    harness.crash(master)
+    crashed_at = harness.now
+    reply = harness.append(via, stream, [(b"after", b"v")], "quorum", timeout_s=8.0)
+    waited = harness.now - crashed_at
+    assert reply.code == "", f"seed={harness.seed}: {reply}"
+    assert waited < 4.0, f"seed={harness.seed}: acknowledged {waited:.2f} s after the crash (forward timer: 4 s)"

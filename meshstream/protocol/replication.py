@@ -51,6 +51,7 @@ class Routed:
     parked_since: float | None = None  # waiting for a master since then
     target: str | None = None  # the master it was last forwarded to
     maybe_written: bool = False  # a forward went unanswered: failures are then indefinite
+    retry_at: float = 0.0  # when the current attempt's timer is due; earlier timers are stale
 
 
 @dataclass(slots=True)
@@ -107,7 +108,8 @@ class Writes:
             return self.start_write(origin, request.stream, request.items, request.ack, now)
         if master is not None and master != self.node.name:
             routed.target, routed.parked_since = master, None
-            self.node.timers.add(now + self.node.config.forward_timeout_s, "forward", forward_id)
+            routed.retry_at = now + self.node.config.forward_timeout_s
+            self.node.timers.add(routed.retry_at, "forward", forward_id)
             message = ForwardAppend(forward_id, request.stream, request.items, request.ack, 0)
             return [Send(master, message)]
         routed.target = None
@@ -115,21 +117,30 @@ class Writes:
             routed.parked_since = now
         if now - routed.parked_since >= self.node.config.forward_timeout_s:
             return self._fail_routed(forward_id, "no_master", "no reachable master for the shard", True)
-        self.node.timers.add(now + self.node.config.gossip_interval_s, "forward", forward_id)
+        routed.retry_at = now + self.node.config.gossip_interval_s
+        self.node.timers.add(routed.retry_at, "forward", forward_id)
         return []
 
     def retry_parked(self, now: float) -> list[Effect]:
-        """The view changed: a parked append may have a master now."""
+        """The view changed: a parked append may have a master now, and one forwarded to a
+        peer that is no longer the live master (declared failed, or replaced) goes to the
+        new one at once rather than after forward_timeout_s."""
         effects: list[Effect] = []
         for forward_id in sorted(self.routed):
-            if forward_id in self.routed and self.routed[forward_id].target is None:
+            routed = self.routed.get(forward_id)
+            if routed is None:
+                continue
+            if routed.target is None:
+                effects += self.route(forward_id, now)
+            elif self.node.master_of(routed.request.stream) != routed.target:
+                routed.maybe_written = True  # the old master may have sequenced it
                 effects += self.route(forward_id, now)
         return effects
 
     def on_forward_timer(self, forward_id: int, now: float) -> list[Effect]:
         routed = self.routed.get(forward_id)
-        if routed is None:
-            return []
+        if routed is None or now < routed.retry_at:
+            return []  # answered, or a timer of an attempt since replaced
         if routed.target is not None:
             routed.maybe_written = True  # the forward may have been sequenced
         return self.route(forward_id, now)
@@ -145,7 +156,8 @@ class Writes:
             return []  # late answer to an attempt we gave up on
         if reply.code == "not_master":
             routed.target, routed.parked_since = None, now
-            self.node.timers.add(now + self.node.config.gossip_interval_s, "forward", reply.forward_id)
+            routed.retry_at = now + self.node.config.gossip_interval_s
+            self.node.timers.add(routed.retry_at, "forward", reply.forward_id)
             return []
         del self.routed[reply.forward_id]
         definite = reply.definite and not routed.maybe_written
