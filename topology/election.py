@@ -55,7 +55,8 @@ def balanced_masters(state: TopologyState, exclude: frozenset[str] = frozenset()
     First pass, shards ascending: a live master that is in the shard's replica set keeps
     the shard while it masters fewer than ceil(shards / peers). Second pass: each remaining
     shard goes to its best-ranked replica below that cap, else to its least-loaded replica
-    (so the load can exceed the cap by one only when all its replicas are full). Peers in
+    (moving one of theirs aside when all its replicas are full, so the load exceeds the cap
+    only when that fails too). Peers in
     `exclude` (a peer draining before it leaves) get nothing. Shards with no eligible
     replica are left out.
     """
@@ -75,9 +76,28 @@ def balanced_masters(state: TopologyState, exclude: frozenset[str] = frozenset()
             load[current] = load.get(current, 0) + 1
         elif replicas:
             pending.append((shard, replicas))
+    replicas_of = {shard: replicas for shard, replicas in pending}
     for shard, replicas in pending:
         below = [p for p in replicas if load.get(p, 0) < cap]
-        chosen = below[0] if below else min(replicas, key=lambda p: (load.get(p, 0), replicas.index(p)))
+        chosen = below[0] if below else _make_room(state, shard, replicas, target, load, cap, exclude, replicas_of)
         target[shard] = chosen
         load[chosen] = load.get(chosen, 0) + 1
     return target
+
+
+def _make_room(state: TopologyState, shard: int, replicas: list[str], target: dict[int, str], load: dict[str, int],
+               cap: int, exclude: frozenset[str], replicas_of: dict[int, list[str]]) -> str:
+    """Every replica of `shard` is full: move one shard of one of them to another of its
+    replicas that is below the cap (one augmenting step), else take the least loaded."""
+    for peer in replicas:
+        for other in sorted(s for s, p in target.items() if p == peer):
+            choices = replicas_of.get(other)
+            if choices is None:
+                choices = [p for p in state.replica_set(other) if p not in exclude]
+            spare = [p for p in choices if p != peer and load.get(p, 0) < cap]
+            if spare:
+                target[other] = spare[0]
+                load[spare[0]] = load.get(spare[0], 0) + 1
+                load[peer] -= 1
+                return peer
+    return min(replicas, key=lambda p: (load.get(p, 0), replicas.index(p)))

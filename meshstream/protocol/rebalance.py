@@ -4,7 +4,7 @@ the load balanced; a leaving peer hands its shards off first.
 Catch-up (readiness), decided by each shard's master, locally:
 - A replica of a shard whose live master has not confirmed it for the master's current
   epoch sends the master a `CatchUpQuery` with its version vectors for the shard's streams,
-  every gossip interval. The master answers how many events the replica lacks. The
+  every fourth gossip interval. The master answers how many events the replica lacks. The
   replica pulls them by anti-entropy (it starts a round with the master when behind).
 - The master confirms the replica (`ready`) when the replica's vectors hold everything
   in the master's store for the shard, the replica is in the master's placement (so every
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 HANDOVER_TIMEOUT_S = 2.0  # a successor that cannot catch up in 2 s: sequence again, retry later
 HANDOVERS_IN_FLIGHT_MAX = 4  # per master: bounds the shards paused at once
+QUERY_EVERY_INTERVALS = 4  # a replica asks its master every 4th gossip interval (handovers: every one)
 STEADY_INTERVALS = 10  # rebalance only once the live set has not changed for 10 gossip intervals
 DRAIN_TIMEOUT_S = 1.5  # a leaving peer waits this long for handovers (the simulator's grace is 2 s)
 RATE_SMOOTHING = 0.5  # weight of the newest sample in a catch-up rate (events/s)
@@ -101,6 +102,7 @@ class Rebalance:
         self.departed = False  # MemberLeft published after draining
         self.handovers_done = 0
         self._pruned_version = -1
+        self._ticks = 0
         self._live_seen: tuple[int, list[str], float] = (-1, [], 0.0)  # (view version, live peers, since)
 
     @staticmethod
@@ -154,7 +156,8 @@ class Rebalance:
     def tick(self, now: float) -> list[Effect]:
         """Once per gossip interval: ask to be confirmed, hand shards over, finish draining."""
         self._prune()
-        effects = self._queries()
+        self._ticks += 1
+        effects = self._queries(prepared_only=self._ticks % QUERY_EVERY_INTERVALS != 0)
         effects += self._expire_handovers(now)
         if self._drain_deadline is not None or (self.node.can_sequence() and self._steady(now)):
             effects += self._start_handovers(now)
@@ -214,10 +217,10 @@ class Rebalance:
         return [s for s in range(topology.shards or 0) if topology.live_master(s) == self.node.name]
 
     # ------------------------------------------------------------------ replica side
-    def _queries(self) -> list[Effect]:
+    def _queries(self, prepared_only: bool = False) -> list[Effect]:
         node = self.node
         by_master: dict[str, list[ShardEpoch]] = {}
-        for shard in sorted(node.responsible_shards(node.name)):
+        for shard in sorted(self._prepared) if prepared_only else sorted(node.responsible_shards(node.name)):
             master = node.topology.master(shard)
             if master is None or master[0] == node.name or not node.topology.is_live(master[0]):
                 continue
