@@ -68,6 +68,7 @@ class PendingWrite:
     deadline: float
     persisted_by: set[str] = field(default_factory=set)
     local_done: bool = False
+    push_retries: int = 0  # pushes repeated so far; each waits twice as long as the last
 
 
 class Writes:
@@ -198,7 +199,7 @@ class Writes:
         for event in fresh:
             self.pending_keys[event.natural_key] = event
         node.timers.add(write.deadline, "write", push_id)
-        node.timers.add(now + 2 * node.config.gossip_interval_s, "push", push_id)
+        node.timers.add(now + self._push_retry_s(write), "push", push_id)
         effects = node.persist(events, ("write", push_id))
         return effects + self._push(push_id, write, sorted(set(placement) - {node.name}))
 
@@ -260,8 +261,16 @@ class Writes:
             return []
         live = set(self.node.topology.live_peers())
         targets = sorted(p for p in write.placement if p in live and p not in write.persisted_by and p != self.node.name)
-        self.node.timers.add(now + 2 * self.node.config.gossip_interval_s, "push", push_id)
+        write.push_retries += 1
+        self.node.timers.add(now + self._push_retry_s(write), "push", push_id)
         return self._push(push_id, write, targets)
+
+    def _push_retry_s(self, write: PendingWrite) -> float:
+        """When to push again: from two gossip intervals, doubling, at most forward_timeout_s.
+        A push rides a TCP link and is lost only with its connection; a replica that is
+        merely busy would otherwise receive (and decode) the same batch again and again."""
+        config = self.node.config
+        return min(2 * config.gossip_interval_s * 2**write.push_retries, config.forward_timeout_s)
 
     def on_local_persisted(self, push_id: int, now: float) -> list[Effect]:
         write = self.pending.get(push_id)
