@@ -40,13 +40,21 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--progress", type=float, default=0.0, help="print wall time every this many simulated s")
     args = parser.parse_args()
     scenario = parse_scenario(SCENARIO.format(peers=args.peers, seconds=args.seconds))
     print(f"SEED={args.seed}")
     started = time.perf_counter()
     simulation = Simulation(scenario, args.seed)
     simulation.start(sample=False)
-    simulation.loop.run_until(scenario.duration_s)
+    step_s = args.progress or scenario.duration_s
+    at_s = 0.0
+    while at_s < scenario.duration_s:
+        at_s = min(at_s + step_s, scenario.duration_s)
+        simulation.loop.run_until(at_s)
+        if args.progress:
+            print(f"  simulated {at_s:6.1f} s  wall {time.perf_counter() - started:7.1f} s  "
+                  f"messages {simulation.cluster.network.messages}", flush=True)
     wall_s = time.perf_counter() - started
     cluster = simulation.cluster
     print(f"peers {args.peers}, simulated {args.seconds:g} s: wall {wall_s:.1f} s (target <= {args.seconds:g} s) "

@@ -23,6 +23,7 @@ keeps a 1000-peer simulation, where every peer holds its own fold, cheap.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -70,8 +71,18 @@ class TopologyState:
         self._live: set[str] = set()
         self._failed: set[str] = set()  # status "failed" (not "left"): may come back after a heal
         self._live_sorted: list[str] | None = []
-        self._placement: dict[int, tuple[str, ...]] | None = None  # None: recompute on demand
+        # Per shard, the top replication_factor (score, peer) keys in ascending order; None:
+        # recount on demand. `_floors[shard]` is the weakest key's score when the set is
+        # full (-1 otherwise), so a new peer is compared once per shard with no lookups.
+        self._ranked: list[list[tuple[int, str]]] | None = None
+        self._floors: list[int] = []
+        self._placement: dict[int, tuple[str, ...]] = {}  # shard -> replica set, built on demand
         self.version = 0  # bumped on every change, so callers can cache derived views
+        # Bumped only when a replica set, a master or a master's liveness may have changed:
+        # most joins touch no replica set, so views of placement keep their caches.
+        self.placement_version = 0
+        self._master_peers: frozenset[str] | None = frozenset()
+        self._first_cache: tuple[int, dict[str, list[int]]] | None = None
 
     # -- folding --
 
@@ -105,7 +116,8 @@ class TopologyState:
         if self._config is not None and self._config_bytes <= encoded:
             return False
         self._config, self._config_bytes = fact, encoded
-        self._placement = None  # the shape changed: every replica set is recounted lazily
+        self._ranked, self._placement = None, {}  # the shape changed: recounted lazily
+        self.placement_version += 1
         return True
 
     def _apply_election(self, fact: MasterElected) -> bool:
@@ -113,6 +125,8 @@ class TopologyState:
         if current is not None and _election_key(current) >= _election_key(fact):
             return False
         self._masters[fact.shard] = fact
+        self._master_peers = None
+        self.placement_version += 1
         return True
 
     def _apply_liveness(self, fact: MemberJoined | MemberAlive | MemberSuspect | MemberFailed | MemberLeft) -> bool:
@@ -141,44 +155,73 @@ class TopologyState:
         self._live_sorted = None
         if live:
             self._live.add(peer)
-            self._placement_add(peer)
+            moved = self._placement_add(peer)
         else:
             self._live.discard(peer)
-            self._placement_remove(peer)
+            moved = self._placement_remove(peer)
+        if self._master_peers is None:
+            self._master_peers = frozenset(fact.peer for fact in self._masters.values())
+        if moved or peer in self._master_peers:
+            self.placement_version += 1
 
     # -- incremental placement --
 
-    def _placement_add(self, peer: str) -> None:
-        if self._placement is None or self._config is None:
-            return
-        factor, shards = self._config.replication_factor, self._config.shards
-        scores = scores_of(peer, shards)  # one cached vector instead of a lookup per shard
-        for shard, replicas in self._placement.items():
-            key = (scores[shard], peer)
-            if len(replicas) == factor and key <= (scores_of(replicas[-1], shards)[shard], replicas[-1]):
-                continue
-            # Replica sets hold at most 16 peers: a linear scan for the slot is cheapest.
-            position = 0
-            while position < len(replicas) and rank_key(shard, replicas[position]) > key:
-                position += 1
-            self._placement[shard] = (replicas[:position] + (peer,) + replicas[position:])[:factor]
-
-    def _placement_remove(self, peer: str) -> None:
-        if self._placement is None or self._config is None:
-            return
+    def _placement_add(self, peer: str) -> bool:
+        """Place a peer that became live; True if a replica set may have changed."""
+        ranked = self._ranked
+        if ranked is None or self._config is None:
+            return True  # counted lazily from the live set
         factor = self._config.replication_factor
-        for shard, replicas in self._placement.items():
-            if peer in replicas:
-                self._placement[shard] = top_peers(shard, self._live, factor)
+        scores = scores_of(peer, self._config.shards)  # one cached vector, no lookup per shard
+        floors = self._floors
+        moved = False
+        for shard in [s for s, (score, floor) in enumerate(zip(scores, floors)) if score >= floor]:
+            keys = ranked[shard]
+            key = (scores[shard], peer)
+            bisect.insort(keys, key)
+            if len(keys) > factor:
+                if keys[0] == key:
+                    del keys[0]
+                    continue  # a tie on score that the name loses: nothing moved
+                del keys[0]
+            if len(keys) == factor:
+                floors[shard] = keys[0][0]
+            self._placement.pop(shard, None)
+            moved = True
+        return moved
 
-    def _ensure_placement(self) -> dict[int, tuple[str, ...]]:
-        if self._placement is None:
+    def _placement_remove(self, peer: str) -> bool:
+        """Take out a peer no longer live; True if a replica set may have changed."""
+        ranked = self._ranked
+        if ranked is None or self._config is None:
+            return True
+        moved = False
+        factor, shards = self._config.replication_factor, self._config.shards
+        scores = scores_of(peer, shards)
+        for shard in range(shards):
+            keys = ranked[shard]
+            key = (scores[shard], peer)
+            at = bisect.bisect_left(keys, key)
+            if at == len(keys) or keys[at] != key:
+                continue
+            self._placement.pop(shard, None)
+            moved = True
+            if len(keys) < factor:  # not full: every live peer is in it, nobody moves up
+                del keys[at]
+                continue
+            ranked[shard] = sorted((rank_key(shard, p) for p in top_peers(shard, self._live, factor)))
+            floors = self._floors
+            floors[shard] = ranked[shard][0][0] if len(ranked[shard]) == factor else -1
+        return moved
+
+    def _ensure_ranked(self) -> list[list[tuple[int, str]]]:
+        if self._ranked is None:
             assert self._config is not None
-            factor = self._config.replication_factor
-            self._placement = {
-                shard: top_peers(shard, self._live, factor) for shard in range(self._config.shards)
-            }
-        return self._placement
+            shards = self._config.shards
+            self._ranked, self._floors, self._placement = [[] for _ in range(shards)], [-1] * shards, {}
+            for peer in sorted(self._live):
+                self._placement_add(peer)
+        return self._ranked
 
     # -- queries --
 
@@ -235,21 +278,33 @@ class TopologyState:
             return ()
         if not 0 <= shard < self._config.shards:
             raise LocalProtocolError(f"shard {shard} is outside 0..{self._config.shards - 1}")
-        return self._ensure_placement()[shard]
+        replicas = self._placement.get(shard)
+        if replicas is None:
+            replicas = tuple(peer for _, peer in reversed(self._ensure_ranked()[shard]))
+            self._placement[shard] = replicas
+        return replicas
 
     def shards_ranked_first(self, peer: str) -> list[int]:
         """The shards whose best-ranked live replica is `peer`, ascending."""
         if self._config is None:
             return []
-        placement = self._ensure_placement()
-        return [shard for shard in range(self._config.shards) if placement[shard][:1] == (peer,)]
+        cache = self._first_cache
+        if cache is None or cache[0] != self.placement_version:
+            first: dict[str, list[int]] = {}
+            for shard, keys in enumerate(self._ensure_ranked()):
+                if keys:
+                    first.setdefault(keys[-1][1], []).append(shard)
+            cache = self._first_cache = (self.placement_version, first)
+        return list(cache[1].get(peer, ()))
 
     def shards_of(self, peer: str) -> list[int]:
         """The shards whose replica set includes `peer`, ascending."""
         if self._config is None:
             return []
-        placement = self._ensure_placement()
-        return [shard for shard in range(self._config.shards) if peer in placement[shard]]
+        ranked = self._ensure_ranked()
+        scores = scores_of(peer, self._config.shards)
+        return [shard for shard, keys in enumerate(ranked) if keys and scores[shard] >= keys[0][0]
+                and (scores[shard], peer) in keys]
 
     def master(self, shard: int) -> tuple[str, int] | None:
         """The winning (peer, epoch) for `shard`, live or not; None if never elected."""
@@ -287,8 +342,12 @@ class TopologyState:
         clone._live = set(self._live)
         clone._failed = set(self._failed)
         clone._live_sorted = None
-        clone._placement = None if self._placement is None else dict(self._placement)
+        clone._ranked = None if self._ranked is None else [list(keys) for keys in self._ranked]
+        clone._floors = list(self._floors)
+        clone._placement = dict(self._placement)
         clone.version = self.version
+        clone.placement_version = self.placement_version
+        clone._master_peers = None
         return clone
 
     def __eq__(self, other: object) -> bool:

@@ -74,8 +74,9 @@ class AntiEntropy:
         version = node.topology.version
         if self._candidates_cache is None or self._candidates_cache[0] != version:
             live = [p for p in node.topology.live_peers() if p != node.name]
-            mine = node.responsible_shards(node.name)
-            sharing = [p for p in live if mine & node.responsible_shards(p)]
+            # Peers in the placements of our shards: O(shards x rf), not a set test per peer.
+            near = {p for shard in node.responsible_shards(node.name) for p in node.placement(shard)}
+            sharing = [p for p in live if p in near]
             self._candidates_cache = (version, live, sharing)
         return self._candidates_cache[1], self._candidates_cache[2]
 

@@ -161,7 +161,7 @@ class Node:
         return self._placements()[0].get(peer, frozenset())
 
     def _placements(self) -> tuple[dict[str, frozenset[int]], dict[int, tuple[str, ...]]]:
-        version = self.topology.version
+        version = self.topology.placement_version  # not `version`: most joins move no replica
         if self._placement_cache is None or self._placement_cache[0] != version:
             by_shard: dict[int, tuple[str, ...]] = {}
             by_peer: dict[str, set[int]] = {}
@@ -181,7 +181,7 @@ class Node:
         """Peers declared failed (not those that left), sorted; cached per view."""
         version = self.topology.version
         if self._failed_cache is None or self._failed_cache[0] != version:
-            failed = [p for p, m in self.topology.members().items() if m.status == "failed" and p != self.name]
+            failed = [p for p in self.topology.failed_peers() if p != self.name]  # not members(): O(N)
             self._failed_cache = (version, failed)
         return self._failed_cache[1]
 

@@ -14,6 +14,7 @@ hashes: order-independent, updated in O(1), equal exactly when the dot sets are 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import blake3
@@ -27,10 +28,12 @@ from topology.events import TopologyFact, encode_fact, fact_key, fact_of
 from topology.fold import TopologyState
 
 DIGEST_BYTES = 16
+DOT_HASHES_MAX = 1 << 16  # memoized dot hashes: every peer of a simulation hashes the same dots
 
 
-def _dot_hash(dot: Dot) -> int:
-    text = f"{dot.peer}\x00{dot.counter}".encode("utf-8")
+@functools.lru_cache(maxsize=DOT_HASHES_MAX)
+def _dot_hash(peer: str, counter: int) -> int:
+    text = f"{peer}\x00{counter}".encode("utf-8")
     return int.from_bytes(blake3.blake3(text).digest(length=DIGEST_BYTES), "big")
 
 
@@ -43,7 +46,16 @@ class TopologyLog:
         self._served: dict[bytes, Event] = {}  # fact key -> winning event
         self._losers: dict[Dot, Event] = {}  # conflict losers, kept to hand to partners
         self._counters: dict[str, set[int]] = {}  # dot peer -> counters beyond the vector
-        self._vector = VersionVector()
+        # Every held event (served and losers) by dot peer and counter: a pull is answered
+        # per writer, not by scanning every event (N writers at N peers: O(N^2) otherwise).
+        self._by_writer: dict[str, dict[int, Event]] = {}
+        self._top: dict[str, int] = {}  # dot peer -> highest counter held
+        self._writers_sorted: list[str] | None = []
+        # The contiguous vector as a plain dict: raising it is O(1). An immutable
+        # VersionVector of it is built only when asked for (a copy per dot was O(N)).
+        self._tops: dict[str, int] = {}
+        self._vector: VersionVector | None = VersionVector()
+        self._events: list[Event] | None = []  # canonical order of the served events
         self._digest = 0
         self._counter = 0
         self.version = 0  # raised whenever the fold changes: caches key on it
@@ -52,16 +64,18 @@ class TopologyLog:
     @property
     def vector(self) -> VersionVector:
         """Contiguous version vector of the dots held (as the store computes one)."""
+        if self._vector is None:
+            self._vector = VersionVector(self._tops)
         return self._vector
 
     def summary(self, holes_max: int) -> tuple[VersionVector, list[Dot]]:
         """The highest counter held per peer, and the dots below it not held (at most
         `holes_max`; a peer whose holes do not fit keeps its contiguous counter)."""
-        tops = dict(self._vector.items())
+        tops = dict(self._tops)
         holes: list[Dot] = []
         for peer in sorted(self._counters):
             beyond = self._counters[peer]
-            missing = [c for c in range(self._vector.get(peer) + 1, max(beyond)) if c not in beyond]
+            missing = [c for c in range(self._tops.get(peer, 0) + 1, max(beyond)) if c not in beyond]
             if len(holes) + len(missing) <= holes_max:
                 tops[peer] = max(beyond)
                 holes += [Dot(peer, c) for c in missing]
@@ -71,8 +85,10 @@ class TopologyLog:
         return self._digest.to_bytes(DIGEST_BYTES, "big")
 
     def events(self) -> list[Event]:
-        """Every served event, in canonical order."""
-        return canonical_order(self._served.values())
+        """Every served event, in canonical order (cached until the served set changes)."""
+        if self._events is None:
+            self._events = canonical_order(self._served.values())
+        return list(self._events)
 
     def has(self, event: Event) -> bool:
         return self._held(event.dot)
@@ -86,15 +102,29 @@ class TopologyLog:
     def missing_for(self, vector: VersionVector, limit: int, holes: Iterable[Dot] = ()) -> list[Event]:
         """Up to `limit` events (losers too) whose dots `vector` lacks or that are among
         `holes`, by dot."""
-        lacking = set(holes)
+        lacking: dict[str, set[int]] = {}
+        for dot in holes:
+            lacking.setdefault(dot.peer, set()).add(dot.counter)
+        found: list[Event] = []
+        theirs = vector._counters  # noqa: SLF001  the plain dict: this loop runs per writer
+        tops = self._top
+        for peer in self._writers():
+            have = theirs.get(peer, 0)
+            asked = lacking.get(peer)
+            if tops[peer] <= have and not asked:
+                continue
+            held = self._by_writer[peer]
+            counters = [c for c in held if c > have or (asked and c in asked)]
+            counters.sort()
+            found += [held[c] for c in counters[: limit - len(found)]]
+            if len(found) >= limit:
+                break
+        return found
 
-        def wanted(dot: Dot) -> bool:
-            return not vector.contains(dot) or dot in lacking
-
-        found = [e for e in self._served.values() if wanted(e.dot)]
-        found += [e for d, e in self._losers.items() if wanted(d)]
-        found.sort(key=lambda e: (e.dot.peer, e.dot.counter))
-        return found[:limit]
+    def _writers(self) -> list[str]:
+        if self._writers_sorted is None:
+            self._writers_sorted = sorted(self._by_writer)
+        return self._writers_sorted
 
     def __len__(self) -> int:
         return len(self._served)
@@ -107,7 +137,10 @@ class TopologyLog:
             return None
         self._counter += 1
         dot = Dot(self.writer, self._counter)
-        context = self._vector.with_dot(Dot(self.writer, self._counter - 1)) if self._counter > 1 else self._vector
+        # The context names only this writer's previous event. The fold is a semilattice
+        # (order never matters) so nothing reads cross-writer causality here, and a full
+        # vector would make every topology event O(N) bytes to send, decode and store.
+        context = VersionVector({self.writer: self._counter - 1})
         event = Event.sequence(TOPOLOGY_STREAM, fact_key(fact), encode_fact(fact), {}, dot, context)
         self.add(event)
         return event
@@ -123,11 +156,13 @@ class TopologyLog:
         if event.dot.peer == self.writer:
             self._counter = max(self._counter, event.dot.counter)
         self._note_dot(event.dot)
+        self._index(event)
         existing = self._served.get(event.key)
         if existing is None or event.digest < existing.digest:
             if existing is not None:
                 self._losers[existing.dot] = existing
             self._served[event.key] = event
+            self._events = None
         else:
             self._losers[event.dot] = event
         if self.state.apply(fact):
@@ -141,11 +176,21 @@ class TopologyLog:
 
     # -- dot bookkeeping --
     def _held(self, dot: Dot) -> bool:
-        return self._vector.contains(dot) or dot.counter in self._counters.get(dot.peer, ())
+        return dot.counter <= self._tops.get(dot.peer, 0) or dot.counter in self._counters.get(dot.peer, ())
+
+    def _index(self, event: Event) -> None:
+        peer, counter = event.dot.peer, event.dot.counter
+        held = self._by_writer.get(peer)
+        if held is None:
+            held = self._by_writer[peer] = {}
+            self._writers_sorted = None
+        held[counter] = event
+        if counter > self._top.get(peer, 0):
+            self._top[peer] = counter
 
     def _note_dot(self, dot: Dot) -> None:
-        self._digest ^= _dot_hash(dot)
-        if dot.counter != self._vector.get(dot.peer) + 1:
+        self._digest ^= _dot_hash(dot.peer, dot.counter)
+        if dot.counter != self._tops.get(dot.peer, 0) + 1:
             self._counters.setdefault(dot.peer, set()).add(dot.counter)
             return
         top = dot.counter
@@ -155,4 +200,5 @@ class TopologyLog:
             beyond.discard(top)
         if not beyond:
             self._counters.pop(dot.peer, None)
-        self._vector = self._vector.with_dot(Dot(dot.peer, top))
+        self._tops[dot.peer] = top
+        self._vector = None
