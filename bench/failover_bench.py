@@ -24,7 +24,7 @@ import trio
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from meshstream.client import make_item, open_client  # noqa: E402
-from meshstream.demo import read_all, all_see, live_members, master_of, start_mesh, topology_view, wait_until  # noqa: E402
+from meshstream.demo import mesh_settled, read_all, all_see, live_members, master_of, start_mesh, topology_view, wait_until  # noqa: E402
 
 DATA = b"x" * 200
 STREAM = "failover"
@@ -33,6 +33,7 @@ STREAM = "failover"
 async def mesh_ready(peers):
     names = sorted(p.name for p in peers)
     await wait_until(lambda: all_see(peers, lambda v: live_members(v) == names), 30, "the mesh to form")
+    await mesh_settled(peers)  # measure the steady mesh, not its first rebalancing of masters
 
 
 async def count_keys(address, stream):

@@ -153,6 +153,33 @@ async def all_see(peers: Sequence[PeerProcess], predicate: Callable[[dict[str, A
     return True
 
 
+async def mesh_settled(peers: Sequence[PeerProcess], timeout_s: float = 60.0, quiet_s: float = 1.0) -> None:
+    """Wait until no peer is catching up or handing a shard over and every peer has named
+    the same masters for `quiet_s` (a new mesh rebalances its masters before it is steady:
+    benchmarks measure the steady mesh). TimeoutError if it has not within `timeout_s`."""
+    from meshstream.client import open_client
+
+    async def masters_if_quiet() -> Any:
+        views = [await topology_view(peer.address) for peer in peers]
+        masters = [view.get("masters", {}) for view in views]
+        for peer in peers:
+            async with open_client([peer.address], retry_timeout_s=0.5) as client:
+                moving = (await client.status()).get("rebalance") or {}
+            if moving.get("catching_up") or moving.get("handovers"):
+                return None
+        return masters[0] if all(m == masters[0] for m in masters) else None
+
+    deadline = trio.current_time() + timeout_s
+    previous = None
+    while trio.current_time() < deadline:
+        masters = await wait_until(masters_if_quiet, deadline - trio.current_time(), "the mesh to settle")
+        if masters == previous:
+            return
+        previous = masters
+        await trio.sleep(quiet_s)
+    raise TimeoutError(f"the mesh did not settle within {timeout_s} s")
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 

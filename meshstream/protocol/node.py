@@ -68,6 +68,10 @@ from topology.fold import TopologyState
 # Scrub runs in slices of scrub_records_per_s * gossip_interval_s records on the gossip
 # cadence: a one-second slice blocked a real peer's loop for 0.3-0.8 s, longer than the
 # local preset's probe timeout, and set off suspicion storms; no extra deadlines either.
+# A small store is not rescanned many times a second (4.6 us of CPU per record): a full
+# pass takes at least SCRUB_PASS_S_MIN, so an idle peer with 300 records scrubs 5 a second.
+SCRUB_PASS_S_MIN = 60.0
+SCRUB_RECOUNT_SLICES = 20  # the held-records count behind that cap is refreshed this often
 SETTLE_ROUNDS_MAX = 4  # elections published per input converge in one or two rounds
 WRITER_CHARS_MAX = 64  # a dot's peer field is at most 64 characters
 LOSERS_KEPT_MAX = 100_000  # conflict losers held for partners; conflicts are rare (retries across a cut)
@@ -108,6 +112,8 @@ class Node:
         self._reported_corrupt: set[tuple[str, int, str]] = set()
         self._next_gossip: float | None = None
         self._next_scrub: float | None = None
+        self._scrub_slices = 0
+        self._scrub_held = 0  # events held, recounted every SCRUB_RECOUNT_SLICES slices
 
     # ------------------------------------------------------------------ queries
     @property
@@ -319,7 +325,12 @@ class Node:
     def _scrub(self) -> list[Effect]:
         """Scrub the next slice, and report every corrupt record not reported yet (reads
         find some too). The store has dropped them from its vectors: anti-entropy refetches."""
-        self.store.scrub(max(1, int(self.config.scrub_records_per_s * self.config.gossip_interval_s)))
+        interval = self.config.gossip_interval_s
+        if self._scrub_slices % SCRUB_RECOUNT_SLICES == 0:
+            self._scrub_held = sum(self.store.event_count(s) for s in self.store.streams())
+        self._scrub_slices += 1
+        paced = -(-self._scrub_held * interval // SCRUB_PASS_S_MIN)  # ceiling division
+        self.store.scrub(max(1, min(int(self.config.scrub_records_per_s * interval), int(paced))))
         return self._report_corrupt()
 
     def _report_corrupt(self) -> list[Effect]:
