@@ -107,6 +107,10 @@ class FakeNode:
         self.left = True
         return []
 
+    @property
+    def departed(self):
+        return self.left  # nothing to hand off: departed the moment it leaves
+
     def address_of(self, peer):
         return None
 

@@ -42,6 +42,7 @@ log = logging.getLogger("meshstream.driver")
 
 LONG_POLLS_MAX = 4096  # parked reads; beyond this a read is answered at once, empty
 LONG_POLL_WAIT_S_MAX = 60.0  # a client asking for longer gets this
+HANDOFF_WAIT_S_MAX = 15.0  # a leave waits this long for shard hand-offs (each gives up after 2 s)
 
 
 class Driver:
@@ -63,6 +64,7 @@ class Driver:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.stopping = False
+        self._departed = trio.Event()  # set once a graceful leave has handed its shards off
 
     # -- lifecycle --
 
@@ -75,9 +77,15 @@ class Driver:
             task_status.started()
 
     async def leave(self, flush_timeout_s: float = 2.0) -> None:
-        """Leave gracefully: publish `left`, persist it, send what is queued."""
+        """Leave gracefully: hand mastered shards off, publish `left`, persist it, send
+        what is queued. The timer task keeps ticking the node meanwhile."""
         self.stopping = True
         self.execute(self.node.leave(trio.current_time()))
+        self._wake.set()
+        with trio.move_on_after(HANDOFF_WAIT_S_MAX):
+            await self._departed.wait()
+        if not self.node.departed:
+            log.warning("left before every shard was handed off (waited %.0f s)", HANDOFF_WAIT_S_MAX)
         await self.flush(flush_timeout_s)
 
     async def flush(self, timeout_s: float) -> None:
@@ -111,6 +119,8 @@ class Driver:
     # -- effects --
 
     def execute(self, effects: list[Any]) -> None:
+        if self.stopping and self.node.departed:
+            self._departed.set()
         for effect in effects:
             match effect:
                 case Send(peer, message):
