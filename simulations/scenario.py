@@ -6,7 +6,8 @@ Unknown keys are errors: a typo must never silently become a default.
 
 Beyond DESIGN section 6 (all optional): `description`; `[network] bandwidth_mbps`;
 `[config]` (Config fields for every peer, e.g. `probe_interval_s`); `[[workload]] reader`
-(a cursor-resuming reader follows the stream, default true); fault keys `pick` (choose
+(a cursor-resuming reader follows the stream, default true); `[config]` defaults
+`scrub_records_per_s` to `SIM_SCRUB_RECORDS_PER_S` (see there); fault keys `pick` (choose
 that many peers at random from the selection), `nodes` on `partition` (cut those peers off
 from all) and `one_way = [["n1", "n2"]]` (block n1 -> n2 only), `loss`/`latency_ms` on the
 `loss`/`latency` faults, `count` on `join` and `corrupt`; `[expect]` also takes
@@ -34,6 +35,11 @@ from meshstream.errors import LocalProtocolError
 FAULT_KINDS = ("crash", "restart", "partition", "heal", "join", "leave", "loss", "latency", "corrupt")
 ACK_LEVELS = ("master", "quorum", "all")
 NODES_MAX = 5000  # a simulated mesh beyond this would not finish in a test's time
+REPLICATION_FACTOR_MAX = 1024  # Config's own cap: full replication (rf = N) of a 1000-peer mesh
+# One CPU runs every simulated peer's background scrub: at the `sim` preset's 10k records/s
+# a 500-peer mesh spent half its time re-checking ~1000-record in-memory stores five times a
+# second. 1000/s still passes over such a store every second; a scenario may set its own.
+SIM_SCRUB_RECORDS_PER_S = 1000
 _FAULT_KEYS = {
     "crash": {"nodes"},
     "restart": {"nodes"},
@@ -145,7 +151,7 @@ def parse_scenario(text: str) -> Scenario:
 def _cluster(table: dict[str, Any]) -> Cluster:
     _only(table, "cluster.", {"nodes", "replication_factor", "shards"})
     nodes = _int(table, "cluster.", "nodes", required=True, low=1, high=NODES_MAX)
-    replication_factor = _int(table, "cluster.", "replication_factor", default=3, low=1, high=16)
+    replication_factor = _int(table, "cluster.", "replication_factor", default=3, low=1, high=REPLICATION_FACTOR_MAX)
     shards = _int(table, "cluster.", "shards", default=16, low=1, high=65536)
     return Cluster(nodes, replication_factor, shards)
 
@@ -160,6 +166,7 @@ def _network(table: dict[str, Any]) -> NetworkSpec:
 
 def _config(table: dict[str, Any], cluster: Cluster) -> Config:
     overrides = dict(table)
+    overrides.setdefault("scrub_records_per_s", SIM_SCRUB_RECORDS_PER_S)
     for key in ("shards", "replication_factor"):
         if key in overrides:
             raise ConfigError(f"config.{key}: set it in [cluster]")

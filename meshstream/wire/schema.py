@@ -17,6 +17,7 @@ Kind ranges: 1-19 session and client API, 20-39 membership, 40-79 replication.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from meshstream.envelope import Event, decode_event
 from meshstream.errors import RemoteProtocolError
 
 COLLECTION_ITEMS_MAX = 100_000  # items in one list or map field of one message
+DECODED_EVENTS_MAX = 16_384  # envelopes remembered decoded (wire only): at most 16 MiB
+DECODED_EVENT_BYTES_MAX = 1024  # larger envelopes (data events) are decoded every time
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 Encoder = Callable[[Any], Any]
@@ -199,9 +202,19 @@ def _decode_event(where: str) -> Decoder:
     def decode(value: Any) -> Event:
         if not isinstance(value, bytes):
             raise RemoteProtocolError(f"{where} must be an event envelope")
+        if len(value) <= DECODED_EVENT_BYTES_MAX:
+            return _decode_small_event(value)
         return decode_event(value)
 
     return decode
+
+
+@functools.lru_cache(maxsize=DECODED_EVENTS_MAX)
+def _decode_small_event(envelope: bytes) -> Event:
+    # Gossip brings one topology event to a peer many times (piggyback, anti-entropy,
+    # join snapshots), and a simulator runs hundreds of peers in one process: the same
+    # bytes always decode to the same immutable Event. Errors are not cached.
+    return decode_event(envelope)
 
 
 def _record_codec(cls: type) -> tuple[Encoder, Decoder]:
