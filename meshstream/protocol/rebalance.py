@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 
 HANDOVER_TIMEOUT_S = 2.0  # a successor that cannot catch up in 2 s: sequence again, retry later
 HANDOVERS_IN_FLIGHT_MAX = 4  # per master: bounds the shards paused at once
+# A leaving peer pauses every shard anyway: hand them over many at a time, or a peer that
+# masters hundreds of shards runs out of DRAIN_TIMEOUT_S and leaves most to failover.
+DRAINING_HANDOVERS_IN_FLIGHT_MAX = 128
 QUERY_EVERY_INTERVALS = 4  # a replica asks its master every 4th gossip interval (handovers: every one)
 STEADY_INTERVALS = 10  # rebalance only once the live set has not changed for 10 gossip intervals
 DRAIN_TIMEOUT_S = 1.5  # a leaving peer waits this long for handovers (the simulator's grace is 2 s)
@@ -336,8 +339,9 @@ class Rebalance:
         draining = self._drain_deadline is not None
         targets = self._targets_now()
         effects: list[Effect] = []
+        in_flight_max = DRAINING_HANDOVERS_IN_FLIGHT_MAX if draining else HANDOVERS_IN_FLIGHT_MAX
         for shard in self._mastered():
-            if len(self._handovers) >= HANDOVERS_IN_FLIGHT_MAX:
+            if len(self._handovers) >= in_flight_max:
                 break
             successor = targets.get(shard)
             if successor is None or successor == node.name or shard in self._handovers:
