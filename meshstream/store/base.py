@@ -99,12 +99,15 @@ class IndexedStore:
     # -- fetching --
     def _fetch_many(self, rids: Sequence[int]) -> list[Event]:
         """The events of LIVE `rids`, skipping (and recording) corrupt ones."""
+        loaded = self._load_many(rids)
+        if all(type(item) is Event for item in loaded):
+            return loaded
         events = []
-        for rid, loaded in zip(rids, self._load_many(rids)):
-            if isinstance(loaded, CorruptRecord):
-                self._note_corrupt(rid, loaded)
+        for rid, item in zip(rids, loaded):
+            if isinstance(item, CorruptRecord):
+                self._note_corrupt(rid, item)
             else:
-                events.append(loaded)
+                events.append(item)
         return events
 
     def _note_corrupt(self, rid: int, error: CorruptRecord) -> None:
@@ -289,15 +292,14 @@ class IndexedStore:
         index = self._index
         seen = [cursor.get(peer, 0) for peer in index.peer_names]
         states, peers, counters = index.rid_state, index.rid_peer, index.rid_counter
-        position, result = self._first_unseen(found, cursor), []
-        while position < len(found.order) and len(result) < limit:
-            wanted = []
-            while position < len(found.order) and len(wanted) < limit - len(result):
-                rid = found.order[position]
-                position += 1
-                if states[rid] == LIVE and counters[rid] > seen[peers[rid]]:
-                    wanted.append(rid)
-            result.extend(self._fetch_many(wanted))
+        position, result, order = self._first_unseen(found, cursor), [], found.order
+        while position < len(order) and len(result) < limit:
+            # A slice of the order as long as what is still wanted, filtered in one
+            # comprehension: the next round starts where this slice ended.
+            chunk = order[position:position + limit - len(result)]
+            position += len(chunk)
+            wanted = [rid for rid in chunk if states[rid] == LIVE and counters[rid] > seen[peers[rid]]]
+            result += self._fetch_many(wanted)
         return result
 
     def _first_unseen(self, stream, cursor: VersionVector) -> int:

@@ -89,12 +89,85 @@ def decode_dot_body(body: bytes) -> tuple[str, Dot]:
 # decode_event re-validates every field (about 9.5 us an event). A record we wrote was a
 # valid Event when written, so a read only has to prove the bytes are unchanged (one hash
 # of the envelope body, `event_sound`), then decode with one plain cbor2.loads.
+#
+# Building the Event: the frozen dataclass's __init__ goes through object.__setattr__ per
+# field. Instead a plain slotted "shell" with the same slots is filled by ordinary slot
+# stores and then becomes an Event by `__class__` assignment, which CPython allows between
+# classes of identical layout (same slots, same base). About 2x cheaper than calling each
+# slot descriptor's __set__; checked once at import (`_shells_work`), else the setters.
+
+
+class _EventShell:
+    __slots__ = Event.__slots__
+
+
+class _DotShell:
+    __slots__ = Dot.__slots__
+
 
 _EVENT_SLOTS = [Event.__dict__[name].__set__ for name in (
     "stream", "key", "data", "metadata", "dot", "context", "digest", "envelope")]
 _DOT_PEER = Dot.__dict__["peer"].__set__
 _DOT_COUNTER = Dot.__dict__["counter"].__set__
 _new = object.__new__
+
+
+def _make_event_setters(stream, key, data, metadata, dot: Dot, context, digest, envelope) -> Event:
+    event = _new(Event)
+    setters = _EVENT_SLOTS
+    setters[0](event, stream)
+    setters[1](event, key)
+    setters[2](event, data)
+    setters[3](event, metadata)
+    setters[4](event, dot)
+    setters[5](event, context)
+    setters[6](event, digest)
+    setters[7](event, envelope)
+    return event
+
+
+def _make_dot_setters(peer: str, counter: int) -> Dot:
+    dot = _new(Dot)
+    _DOT_PEER(dot, peer)
+    _DOT_COUNTER(dot, counter)
+    return dot
+
+
+def _make_event_shell(stream, key, data, metadata, dot: Dot, context, digest, envelope) -> Event:
+    event = _EventShell()
+    event.stream, event.key, event.data, event.metadata = stream, key, data, metadata
+    event.dot, event.context, event.digest, event.envelope = dot, context, digest, envelope
+    event.__class__ = Event
+    return event
+
+
+def _make_dot_shell(peer: str, counter: int) -> Dot:
+    dot = _DotShell()
+    dot.peer, dot.counter = peer, counter
+    dot.__class__ = Dot
+    return dot
+
+
+def _shells_work() -> bool:
+    try:
+        dot, context = _make_dot_shell("p", 1), VersionVector({"p": 1})
+        built = _make_event_shell("s", b"k", b"d", (), dot, context, b"x", b"y")
+        return type(built) is Event and type(dot) is Dot and built == Event("s", b"k", b"d", (), Dot("p", 1),
+                                                                          context, b"x", b"")
+    except TypeError:
+        return False
+
+
+SHELLS = _shells_work()
+make_event = _make_event_shell if SHELLS else _make_event_setters
+make_dot = _make_dot_shell if SHELLS else _make_dot_setters
+
+
+def _vector(context: list) -> VersionVector:
+    vector = _new(VersionVector)  # written sorted and positive: no checks needed
+    vector._counters = {context[0]: context[1]} if len(context) == 2 else dict(zip(context[::2], context[1::2]))
+    vector._hash = None
+    return vector
 
 
 def body_span(envelope: bytes | memoryview) -> tuple[int, int]:
@@ -142,23 +215,8 @@ def decode_trusted(envelope: bytes, start: int, end: int, body: bytes | None = N
     envelope[start:end] (`body`, when the caller has sliced it already). Raises
     ValueError/TypeError if the body is not an event's."""
     version, stream, key, data, metadata, dot, context = _loads(envelope[start:end] if body is None else body)
-    event = _new(Event)
-    dot_value = _new(Dot)
-    _DOT_PEER(dot_value, dot[0])
-    _DOT_COUNTER(dot_value, dot[1])
-    setters = _EVENT_SLOTS
-    setters[0](event, stream)
-    setters[1](event, key)
-    setters[2](event, data)
-    setters[3](event, tuple(metadata.items()) if metadata else ())
-    setters[4](event, dot_value)
-    vector = _new(VersionVector)  # written sorted and positive: no checks needed
-    vector._counters = {context[0]: context[1]} if len(context) == 2 else dict(zip(context[::2], context[1::2]))
-    vector._hash = None
-    setters[5](event, vector)
-    setters[6](event, envelope[end + 2:])
-    setters[7](event, envelope)
-    return event
+    return make_event(stream, key, data, tuple(metadata.items()) if metadata else (), make_dot(dot[0], dot[1]),
+                      _vector(context), envelope[end + 2:], envelope)
 
 
 def decode_fast(envelope: bytes, *, record_digest: bytes = b"", magic: bytes = EVENT_MAGIC) -> Event:
@@ -296,3 +354,82 @@ def read_event(data: bytes, at: int, length: int) -> Event | str:
         return decode_trusted(envelope, start, end, body)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, cbor2.CBORDecodeError) as exc:
         return f"undecodable body: {exc}"
+
+
+def _frame_of(size: int) -> tuple[bytes, int, int] | None:
+    """(prefix, body start, body end) of a well-formed envelope of `size` bytes written
+    with minimal CBOR lengths (as cbor2 writes them): `[body, digest]` is then fully fixed
+    by its size. None if no such envelope has this size."""
+    for header, low, high, mark in _BYTE_STRING_HEADERS:
+        length = size - 1 - header - len(_DIGEST_MARK) - DIGEST_BYTES
+        if low <= length < high:
+            argument = bytes([0x40 | length]) if header == 1 else bytes([mark]) + length.to_bytes(header - 1, "big")
+            return b"\x82" + argument, 1 + header, 1 + header + length
+    return None
+
+
+# (header bytes, least and bound of the lengths it encodes minimally, its first byte)
+_BYTE_STRING_HEADERS = ((1, 0, 24, 0x40), (2, 24, 256, 0x58), (3, 256, 65536, 0x59), (5, 65536, 1 << 32, 0x5A))
+_DIGEST_MARK = b"\x58\x20"
+_frames: dict[int, tuple[bytes, int, int] | None] = {}
+_FRAMES_MAX = 4096  # distinct envelope sizes remembered
+
+
+def read_run(data: bytes, ats: list[int], lengths: list[int]) -> tuple[list[Event | str], list[int]]:
+    """`read_event` for each record at data[at:at + length] (the read path for runs), and
+    the positions of the unsound ones (whose entries are strings saying why).
+
+    The usual record (MSE2, envelope framed as this store writes it) is checked by
+    comparing its framing bytes with those its size implies, then one hash of the body
+    and one decode, inlined here; anything else goes through `read_event`.
+    """
+    result: list[Event | str] = []
+    bad: list[int] = []
+    append, frames, unpack, blake, loads = result.append, _frames, _unpack_header, _blake3, _loads
+    new_event, new_dot, new_vector, event_class, dot_class = _EventShell, _DotShell, _new, Event, Dot
+    for at, length in zip(ats, lengths):
+        frame = None
+        if len(data) >= at + length >= at + HEADER_BYTES:
+            magic, size, header_digest = unpack(data, at)
+            if magic == EVENT_MAGIC and size == length - HEADER_BYTES:
+                frame = frames.get(size, False)
+                if frame is False:
+                    if len(frames) >= _FRAMES_MAX:
+                        frames.clear()
+                    frame = frames[size] = _frame_of(size)
+        if frame is not None:
+            prefix, start, end = frame
+            envelope = data[at + HEADER_BYTES:at + length]
+            if not envelope.startswith(prefix) or not envelope.startswith(_DIGEST_MARK, end):
+                frame = None
+        if frame is None or not SHELLS:  # anything unusual: the general path
+            loaded = read_event(data, at, length)
+            if type(loaded) is str:
+                bad.append(len(result))
+            append(loaded)
+            continue
+        digest, body = envelope[end + 2:], envelope[start:end]
+        if not digest.startswith(header_digest) or blake(body).digest() != digest:
+            bad.append(len(result))
+            append(MISMATCH)
+            continue
+        try:
+            version, stream, key, payload, metadata, dot, context = loads(body)
+            made_dot = new_dot()
+            made_dot.peer, made_dot.counter = dot
+            made_dot.__class__ = dot_class
+            vector = new_vector(VersionVector)
+            vector._counters = {context[0]: context[1]} if len(context) == 2 else \
+                dict(zip(context[::2], context[1::2]))
+            vector._hash = None
+            event = new_event()
+            event.stream, event.key, event.data, event.dot, event.context = stream, key, payload, made_dot, vector
+            event.metadata = tuple(metadata.items()) if metadata else ()
+            event.digest, event.envelope = digest, envelope
+            event.__class__ = event_class
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, cbor2.CBORDecodeError) as exc:
+            bad.append(len(result))
+            append(f"undecodable body: {exc}")
+            continue
+        append(event)
+    return result, bad

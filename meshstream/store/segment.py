@@ -376,24 +376,28 @@ class SegmentStore(IndexedStore):
         return fd
 
     def _load_many(self, rids: Sequence[int]) -> list[Event | CorruptRecord]:
-        """Events by rid; adjacent records are fetched with one pread."""
+        """Events by rid; adjacent records are fetched with one pread and checked and
+        decoded by one `records.read_run`."""
         result: list[Event | CorruptRecord] = []
         segments, offsets, lengths = self._rid_segment, self._rid_offset, self._rid_length
-        read_event, start, count = records.read_event, 0, len(rids)
+        read_run, start, count = records.read_run, 0, len(rids)
         while start < count:
             first = rids[start]
             end, segment, base = start + 1, segments[first], offsets[first]
             stop = base + lengths[first]
-            while end < count and segments[rids[end]] == segment and offsets[rids[end]] == stop:
-                stop += lengths[rids[end]]
+            while end < count:
+                rid = rids[end]
+                if segments[rid] != segment or offsets[rid] != stop:
+                    break
+                stop += lengths[rid]
                 end += 1
             data = os.pread(self._read_fd(segment), stop - base, base)
-            for rid in rids[start:end]:
-                offset = offsets[rid]
-                loaded = read_event(data, offset - base, lengths[rid])
-                if type(loaded) is str:
-                    loaded = records.corrupt_error(segment_name(segment), offset, loaded)
-                result.append(loaded)
+            run = rids[start:end]
+            ats = [offsets[rid] - base for rid in run]
+            loaded, bad = read_run(data, ats, [lengths[rid] for rid in run])
+            for position in bad:
+                loaded[position] = records.corrupt_error(segment_name(segment), ats[position] + base, loaded[position])
+            result += loaded
             start = end
         return result
 
