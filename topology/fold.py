@@ -24,6 +24,8 @@ keeps a 1000-peer simulation, where every peer holds its own fold, cheap.
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -175,7 +177,8 @@ class TopologyState:
         scores = scores_of(peer, self._config.shards)  # one cached vector, no lookup per shard
         floors = self._floors
         moved = False
-        for shard in [s for s, (score, floor) in enumerate(zip(scores, floors)) if score >= floor]:
+        # map/compress run in C: this is the inner loop of every peer folding every join.
+        for shard in list(itertools.compress(range(len(floors)), map(operator.ge, scores, floors))):
             keys = ranked[shard]
             key = (scores[shard], peer)
             bisect.insort(keys, key)

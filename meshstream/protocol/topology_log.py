@@ -106,13 +106,14 @@ class TopologyLog:
         for dot in holes:
             lacking.setdefault(dot.peer, set()).add(dot.counter)
         found: list[Event] = []
-        theirs = vector._counters  # noqa: SLF001  the plain dict: this loop runs per writer
+        theirs = vector._counters  # noqa: SLF001  the plain dict: this runs per writer per pull
         tops = self._top
-        for peer in self._writers():
+        ahead = [peer for peer in self._writers() if tops[peer] > theirs.get(peer, 0)]
+        if lacking:
+            ahead = sorted(set(ahead) | (lacking.keys() & tops.keys()))
+        for peer in ahead:
             have = theirs.get(peer, 0)
             asked = lacking.get(peer)
-            if tops[peer] <= have and not asked:
-                continue
             held = self._by_writer[peer]
             counters = [c for c in held if c > have or (asked and c in asked)]
             counters.sort()
