@@ -155,6 +155,14 @@ class SimCluster:
         self._run(peer, peer.node.client_request(client, message, self.loop.now))
         return True
 
+    def give_events(self, names: Sequence[str], src: str, events: Sequence[Any]) -> None:
+        """Hand `events` to each peer in `names` as if they had come from `src` and been
+        made durable there unasked (benches seed a state, e.g. each side of a healed cut)."""
+        for name in names:
+            peer = self.peers[name]
+            if peer.alive:
+                self._run(peer, peer.node.take_events(src, list(events), self.loop.now, ("topology",)))
+
     # -- effects --
     def _run(self, peer: SimPeer, effects: list[Any]) -> None:
         now = self.loop.now

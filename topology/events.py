@@ -28,7 +28,7 @@ from meshstream.ids import TOPOLOGY_STREAM, validate_peer_name
 FACT_KEY_BYTES = 16  # 128 bits: collisions are out of reach for any mesh's lifetime
 COUNT_MAX = 2**63 - 1  # incarnations, epochs: int64-safe everywhere
 SHARDS_MAX = 65536  # matches Config's bound
-REPLICATION_FACTOR_MAX = 16  # matches Config's bound
+REPLICATION_FACTOR_MAX = 1024  # matches Config's bound (full replication of a 1000-peer mesh)
 ADDRESS_CHARS_MAX = 300  # HOST:PORT with a long DNS name, or a simulator name
 FACT_CACHE_ENTRIES_MAX = 1 << 16  # decoded facts kept: a 1000-peer mesh's topology, a few MiB
 
