@@ -56,6 +56,7 @@ class Config:
     forward_timeout_s: float = 2.0  # a forwarded append with no answer is retried elsewhere
     appends_in_flight_max: int = 10_000  # per peer; more is refused with a definite error
     scrub_records_per_s: int = 10_000  # background scrub rate: a few % of a disk's speed
+    scrub_pass_s_min: float = 60.0  # a small store is not rescanned more often than this
 
     # -- store --
     segment_bytes_max: int = 64 * MIB  # segment file size before rolling to a new one

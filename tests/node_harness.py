@@ -37,6 +37,7 @@ def fast_config(**overrides: Any) -> Config:
     base = dict(
         shards=8, replication_factor=3, probe_interval_s=0.2, probe_timeout_s=0.1,
         suspicion_multiplier=3.0, gossip_interval_s=0.05, append_timeout_s=3.0, forward_timeout_s=0.5,
+        scrub_pass_s_min=1.0,  # corruption tests find a flipped record within a second or two
     )
     base.update(overrides)
     return Config.preset("sim", **base)

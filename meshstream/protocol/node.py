@@ -69,8 +69,8 @@ from topology.fold import TopologyState
 # cadence: a one-second slice blocked a real peer's loop for 0.3-0.8 s, longer than the
 # local preset's probe timeout, and set off suspicion storms; no extra deadlines either.
 # A small store is not rescanned many times a second (4.6 us of CPU per record): a full
-# pass takes at least SCRUB_PASS_S_MIN, so an idle peer with 300 records scrubs 5 a second.
-SCRUB_PASS_S_MIN = 60.0
+# pass takes at least config.scrub_pass_s_min, so an idle peer with 300 records scrubs 5 a
+# second.
 SCRUB_RECOUNT_SLICES = 20  # the held-records count behind that cap is refreshed this often
 SETTLE_ROUNDS_MAX = 4  # elections published per input converge in one or two rounds
 WRITER_CHARS_MAX = 64  # a dot's peer field is at most 64 characters
@@ -329,7 +329,7 @@ class Node:
         if self._scrub_slices % SCRUB_RECOUNT_SLICES == 0:
             self._scrub_held = sum(self.store.event_count(s) for s in self.store.streams())
         self._scrub_slices += 1
-        paced = -(-self._scrub_held * interval // SCRUB_PASS_S_MIN)  # ceiling division
+        paced = -(-self._scrub_held * interval // self.config.scrub_pass_s_min)  # ceiling division
         self.store.scrub(max(1, min(int(self.config.scrub_records_per_s * interval), int(paced))))
         return self._report_corrupt()
 
@@ -345,12 +345,14 @@ class Node:
     # ------------------------------------------------------------------ inputs
     def receive(self, src: str, message: object, now: float) -> list[Effect]:
         """A message from peer `src`. Raises RemoteProtocolError for one it cannot take."""
+        # Corruption a read found is reported before any message can bring the repair.
+        effects = self._report_corrupt()
         if Membership.handles(message):
-            effects = self.membership.receive(src, message, now)
+            effects += self.membership.receive(src, message, now)
         elif Rebalance.handles(message):
-            effects = self.rebalance.receive(src, message, now)
+            effects += self.rebalance.receive(src, message, now)
         else:
-            effects = self._receive_replication(src, message, now)
+            effects += self._receive_replication(src, message, now)
         return effects + self._settle(now)
 
     def _receive_replication(self, src: str, message: object, now: float) -> list[Effect]:
