@@ -26,43 +26,81 @@ from meshstream.errors import CorruptRecord, KeyConflict, LocalProtocolError
 from meshstream.ids import SYSTEM_PREFIX, shard_of
 from meshstream.ordering import canonical_order
 from meshstream.store.api import AppendResult
-from meshstream.store.index import CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_POSITION, StoreIndex, key_hash, key_hasher
+from meshstream.store.index import (CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_POSITION, StoreIndex,
+                                    key_hash)
 
 OP_EVENT, OP_DOT = 1, 2
 CONFLICT_MODES = ("raise", "resolve")
+_from_bytes = int.from_bytes
+_blake3 = blake3.blake3
 
 
-class Op:
-    """One record to write: a full event (OP_EVENT) or a loser's dot (OP_DOT)."""
+class Special:
+    """How a record that is not a plain new event applies (rare: kept off the fast path)."""
 
-    __slots__ = ("kind", "event", "hashed", "replaces", "replaced_state", "rid", "previous")
+    __slots__ = ("kind", "replaces", "replaces_position", "replaced_state", "previous")
 
-    def __init__(self, kind: int, event: Event, hashed: int, replaces: "int | Op | None" = None,
-                 replaced_state: int = DEAD) -> None:
-        self.kind = kind
-        self.event = event
-        self.hashed = hashed
-        self.replaces = replaces  # a rid, or an earlier Op of the same batch
+    def __init__(self, kind: int, replaces: int | None = None, replaces_position: int = -1,
+                 replaced_state: int = DEAD, previous: int = -1) -> None:
+        self.kind = kind  # OP_EVENT, or OP_DOT for a loser's dot-only record
+        self.replaces = replaces  # a rid this record supersedes, or None
+        self.replaces_position = replaces_position  # or an earlier record of the same batch
         self.replaced_state = replaced_state
-        self.rid = -1
-        self.previous = -1  # a corrupt record holding this dot, retired on commit
+        self.previous = previous  # a corrupt record holding this dot, retired on commit
 
 
 class Prepared:
-    """A decided, encoded batch: its ops, results and (for a disk store) its layout."""
+    """A decided, encoded batch, as parallel lists: record i writes `events[i]` (an event
+    record, or the dot of one when `special[i].kind` is OP_DOT) and becomes rid
+    `first_rid + i` on commit. Only records that are not plain new events get a `special`
+    entry, so the usual batch builds no per-event object beyond its list slots."""
 
-    __slots__ = ("ops", "results", "keys", "dots", "payload", "segment", "offset", "lengths", "written")
+    __slots__ = ("events", "hashes", "special", "results", "by_hash", "dots", "payload", "segment", "offset",
+                 "lengths", "written", "first_rid")
 
     def __init__(self) -> None:
-        self.ops: list[Op] = []
+        self.events: list[Event] = []
+        self.hashes: list[int] = []  # natural-key hash per record (0 for a dot-only record)
+        self.special: dict[int, Special] = {}
         self.results: list[AppendResult] = []
-        self.keys: dict[tuple[str, bytes], Op] = {}
-        self.dots: set[tuple[str, str, int]] = set()  # (stream, peer, counter): cheaper to hash than Dot
+        self.by_hash: dict[int, int] = {}  # key hash -> latest record of the batch holding a key with it
+        self.dots: set[tuple[str, str, int]] | None = None  # (stream, peer, counter), built on first need
         self.payload: bytes | bytearray = b""
         self.segment = 0
         self.offset = 0
-        self.lengths: list[int] = []  # record length per op, laid out back to back from `offset`
+        self.lengths: list[int] = []  # record length per record, laid out back to back from `offset`
         self.written = False
+        self.first_rid = -1
+
+    def add(self, event: Event, hashed: int, special: Special | None = None) -> None:
+        """Append a record decided off the fast path."""
+        position = len(self.events)
+        self.events.append(event)
+        self.hashes.append(hashed)
+        if special is not None:
+            self.special[position] = special
+        if special is None or special.kind == OP_EVENT:
+            self.by_hash[hashed] = position
+        if self.dots is not None:
+            self.dots.add((event.stream, event.dot.peer, event.dot.counter))
+
+    def holder(self, stream: str, key: bytes, hashed: int) -> int:
+        """The position of the batch's latest event record with this natural key, or -1."""
+        position = self.by_hash.get(hashed)
+        if position is None:
+            return -1
+        events, special = self.events, self.special
+        for position in range(position, -1, -1):  # the first try is the latest; others only on a collision
+            event = events[position]
+            kind = special[position].kind if position in special else OP_EVENT
+            if kind == OP_EVENT and self.hashes[position] == hashed and event.key == key and event.stream == stream:
+                return position
+        return -1
+
+    def has_dot(self, stream: str, dot: Dot) -> bool:
+        if self.dots is None:
+            self.dots = {(event.stream, event.dot.peer, event.dot.counter) for event in self.events}
+        return (stream, dot.peer, dot.counter) in self.dots
 
 
 class IndexedStore:
@@ -147,7 +185,12 @@ class IndexedStore:
         return self.commit_prepared(prepared)
 
     def prepare_batch(self, events: Sequence[Event], *, on_conflict: str = "raise") -> Prepared:
-        """Decide and encode a batch. Raises KeyConflict (raise mode), LocalProtocolError."""
+        """Decide and encode a batch. Raises KeyConflict (raise mode), LocalProtocolError.
+
+        The common case, a key and a dot nobody holds, is decided inline: the dot is
+        beyond every counter its (stream, peer) holds here and earlier in the batch, and
+        the key's hash is neither in the batch nor in the key index. Anything else goes
+        through `_decide`, which checks exactly."""
         if on_conflict not in CONFLICT_MODES:
             raise LocalProtocolError(f"on_conflict must be one of {CONFLICT_MODES}, got {on_conflict!r}")
         if self._pending is not None and self._pending.written:
@@ -155,70 +198,78 @@ class IndexedStore:
         prepared = Prepared()
         index = self._index
         stream_ids, streams, key_known = index.stream_ids, index.streams, index.keys.contains
-        batch_keys, batch_dots, results, ops = prepared.keys, prepared.dots, prepared.results, prepared.ops
-        stored, hash_key = AppendResult.STORED, key_hasher()
+        records, hashes, by_hash, results = prepared.events, prepared.hashes, prepared.by_hash, prepared.results
+        stored, blake, from_bytes = AppendResult.STORED, _blake3, _from_bytes
+        tops: dict[tuple[str, str], int] = {}  # (stream, peer) -> largest counter of the batch so far
+        name = peer = None
+        prefix, top, held = b"", 0, 0
         for event in events:
             if type(event) is not Event and not isinstance(event, Event):
                 raise LocalProtocolError(f"append_batch takes Events, got {type(event).__name__}")
-            name, dot = event.stream, event.dot
-            hashed = hash_key(name, event.key)
-            natural, dotted = (name, event.key), (name, dot.peer, dot.counter)
-            # The common case, decided here without _decide: a key and a dot nobody holds.
-            fast = natural not in batch_keys and dotted not in batch_dots
-            sid = stream_ids.get(name)
-            if fast and sid is not None:
-                log = streams[sid].logs.get(dot.peer)
-                fast = not key_known(hashed) and (log is None or log.index_of(dot.counter) < 0)
-            if fast:
-                op = batch_keys[natural] = Op(OP_EVENT, event, hashed)
-                result = stored
+            dot = event.dot
+            if event.stream != name or dot.peer != peer:  # a new (stream, peer) run
+                if name is not None:
+                    tops[name, peer] = top
+                name, peer = event.stream, dot.peer
+                prefix, top = name.encode("utf-8") + b"\x00", tops.get((name, peer), 0)
+                sid = stream_ids.get(name)
+                log = None if sid is None else streams[sid].logs.get(peer)
+                held = log.counters[-1] if log is not None and log.counters else 0
+            counter = dot.counter
+            hashed = from_bytes(blake(prefix + event.key).digest(length=8), "little")  # index.key_hash
+            if counter > top and counter > held and hashed not in by_hash and not key_known(hashed):
+                by_hash[hashed] = len(records)
+                records.append(event)
+                hashes.append(hashed)
+                results.append(stored)
+                if prepared.dots is not None:
+                    prepared.dots.add((name, peer, counter))
+                top = counter
             else:
-                result, op = self._decide(event, on_conflict, prepared, hashed)
-            results.append(result)
-            if op is not None:
-                ops.append(op)
-                batch_dots.add(dotted)
+                count = len(records)
+                results.append(self._decide(event, on_conflict, prepared, hashed))
+                if len(records) > count and counter > top:
+                    top = counter
         self._locate(prepared)
         self._pending = prepared
         return prepared
 
-    def _decide(self, event: Event, mode: str, batch: Prepared, hashed: int) -> tuple[AppendResult, Op | None]:
-        natural = event.natural_key
-        pending = batch.keys.get(natural)
-        if pending is not None:
-            holder, holder_event = pending, pending.event
+    def _decide(self, event: Event, mode: str, batch: Prepared, hashed: int) -> AppendResult:
+        """Decide one event exactly, adding its record (if any) to `batch`."""
+        position = batch.holder(event.stream, event.key, hashed)
+        if position >= 0:
+            holder, holder_event = None, batch.events[position]
         else:
             holder, holder_event = self._lookup(event.stream, event.key, hashed)
         if holder is not None and holder_event is None:
-            op = batch.keys[natural] = Op(OP_EVENT, event, hashed, holder, DEAD)
-            return AppendResult.REPAIRED, op
-        if holder is not None:
+            batch.add(event, hashed, Special(OP_EVENT, holder, -1, DEAD))
+            return AppendResult.REPAIRED
+        if holder_event is not None:
             if holder_event.digest == event.digest:
-                return AppendResult.DUPLICATE, None
+                return AppendResult.DUPLICATE
             if mode == "raise":
                 raise KeyConflict(event.stream, event.key)
             if event.digest < holder_event.digest:
-                op = batch.keys[natural] = Op(OP_EVENT, event, hashed, holder, LOSER)
-                return AppendResult.WON, op
+                batch.add(event, hashed, Special(OP_EVENT, holder, position, LOSER))
+                return AppendResult.WON
             if self._dot_is_held(event, batch):
-                return AppendResult.LOST, None
-            op = Op(OP_DOT, event, 0)
-            op.previous = self._dot_holder(event.stream, event.dot)
-            return AppendResult.LOST, op
+                return AppendResult.LOST
+            batch.add(event, 0, Special(OP_DOT, previous=self._dot_holder(event.stream, event.dot)))
+            return AppendResult.LOST
         holder_rid = self._dot_holder(event.stream, event.dot)
         state = self._index.rid_state[holder_rid] if holder_rid >= 0 else None
-        if state in HELD_STATES or (event.stream, event.dot.peer, event.dot.counter) in batch.dots:  # a peer's bug
+        if state in HELD_STATES or batch.has_dot(event.stream, event.dot):  # a peer's bug
             if mode == "raise":
                 raise LocalProtocolError(f"dot {event.dot} already names another event in {event.stream!r}")
-            return AppendResult.LOST, None
-        op = batch.keys[natural] = Op(OP_EVENT, event, hashed)
+            return AppendResult.LOST
         if state == CORRUPT:
-            op.previous = holder_rid
-            return AppendResult.REPAIRED, op
-        return AppendResult.STORED, op
+            batch.add(event, hashed, Special(OP_EVENT, previous=holder_rid))
+            return AppendResult.REPAIRED
+        batch.add(event, hashed)
+        return AppendResult.STORED
 
     def _dot_is_held(self, event: Event, batch: Prepared) -> bool:
-        if (event.stream, event.dot.peer, event.dot.counter) in batch.dots:
+        if batch.has_dot(event.stream, event.dot):
             return True
         rid = self._dot_holder(event.stream, event.dot)
         return rid >= 0 and self._index.rid_state[rid] in HELD_STATES
@@ -227,35 +278,32 @@ class IndexedStore:
         """Apply a written batch to the indexes (caller's thread)."""
         if prepared is not self._pending or not prepared.written:
             raise LocalProtocolError("commit_prepared needs the current batch, written")
-        index, plain = self._index, []
-        for op in prepared.ops:
-            if op.kind == OP_EVENT and op.replaces is None and op.previous < 0:
-                plain.append(op)  # a new key and dot: registered in runs by add_events
-                continue
-            if plain:
-                self._add_plain(plain)
-                plain = []
-            previous = op.previous
-            if op.kind == OP_EVENT:
-                op.rid = index.add_event(op.event, op.hashed)
-            else:
-                op.rid = index.add_loser_dot(op.event.stream, op.event.dot)
-            replaced = op.replaces.rid if isinstance(op.replaces, Op) else op.replaces
-            if replaced is not None:
-                self._retire(replaced, op.replaced_state)
-            if previous >= 0 and previous != replaced and index.rid_state[previous] == CORRUPT:
-                self._retire(previous, DEAD)
-        if plain:
-            self._add_plain(plain)
+        index, events, hashes = self._index, prepared.events, prepared.hashes
+        first = prepared.first_rid = index.records()
+        start = 0
+        for position in sorted(prepared.special):  # runs of plain new events between specials
+            if start < position:
+                index.add_events(events[start:position], hashes[start:position])
+            self._apply_special(events[position], hashes[position], prepared.special[position], first)
+            start = position + 1
+        if start < len(events):
+            index.add_events(events[start:] if start else events, hashes[start:] if start else hashes)
+        assert index.records() == first + len(events)
         self._committed(prepared)
         self._pending = None
         return prepared.results
 
-    def _add_plain(self, ops: list[Op]) -> None:
-        rid = self._index.add_events([op.event for op in ops], [op.hashed for op in ops])
-        for op in ops:
-            op.rid = rid
-            rid += 1
+    def _apply_special(self, event: Event, hashed: int, special: Special, first: int) -> None:
+        index, previous = self._index, special.previous
+        if special.kind == OP_EVENT:
+            index.add_event(event, hashed)
+        else:
+            index.add_loser_dot(event.stream, event.dot)
+        replaced = first + special.replaces_position if special.replaces_position >= 0 else special.replaces
+        if replaced is not None:
+            self._retire(replaced, special.replaced_state)
+        if previous >= 0 and previous != replaced and index.rid_state[previous] == CORRUPT:
+            self._retire(previous, DEAD)
 
     def _retire(self, rid: int, state: int) -> None:
         self._index.set_state(rid, state)

@@ -4,8 +4,8 @@ Every record a store holds gets a record id (`rid`, 0, 1, 2, ... in append order
 the index keeps, in flat arrays: its stream, its dot (peer id and counter), its state and
 the 64-bit hash of its natural key. On top of that:
 
-- `KeyIndex`: natural key hash -> rids, as 4096 buckets of sorted arrays (a dict of
-  Python ints would cost about 110 bytes an entry; this costs 12).
+- `KeyIndex`: natural key hash -> rids, an open-addressing table in two flat arrays (a
+  dict of Python ints would cost about 110 bytes an entry; this costs 12-24).
 - `PeerLog` per (stream, peer): the counters held, their rids and their positions in
   the stream's canonical order, sorted by counter, so a cursor finds its first unseen
   event by bisection instead of scanning the stream from the start.
@@ -22,6 +22,8 @@ repair or a duplicate copy). This module does no I/O; `base.IndexedStore` drives
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 import sys
 from array import array
 from collections.abc import Callable
@@ -35,10 +37,14 @@ LIVE, LOSER, CORRUPT, DEAD = 0, 1, 2, 3
 HELD_STATES = (LIVE, LOSER)
 NO_POSITION = 0xFFFFFFFF
 NO_STREAM = 0xFFFFFFFF
-BUCKET_SHIFT = 52  # 4096 buckets: ~250 entries each at 1M keys, cheap array inserts
-BUCKETS = 1 << (64 - BUCKET_SHIFT)
+KEY_TABLE_SLOTS_MIN = 1 << 10  # a small store (the simulator runs hundreds) stays small
 _blake3 = blake3.blake3
 _from_bytes = int.from_bytes
+_dot_of = operator.attrgetter("dot")
+_peer_of = operator.attrgetter("peer")
+_counter_of = operator.attrgetter("counter")
+_stream_of = operator.attrgetter("stream")
+_context_counters_of = operator.attrgetter("context._counters")
 
 
 def key_hash(stream: str, key: bytes) -> int:
@@ -60,53 +66,92 @@ def key_hasher() -> "Callable[[str, bytes], int]":
 
 
 class KeyIndex:
-    """Natural key hash -> rids. Equal hashes are possible: callers check the key."""
+    """Natural key hash -> rids, as an open-addressing table (linear probing) in two flat
+    arrays: a slot holds a hash (0 = empty; a hash of 0 is stored as 1) and its rid.
 
-    __slots__ = ("hashes", "rids")
+    Why not sorted buckets: a bisection over an array of 64-bit ints makes a Python int per
+    probe and misses the cache on every one; at 1M keys that cost about 1 us a lookup and
+    more an insert, so a full replay slowed per record as the store grew. Here a lookup
+    touches one or two slots. Equal hashes are possible (and stored side by side in the
+    probe run): callers check the key. Keys are never removed (a dead record's entry is
+    skipped by its state), so probing needs no tombstones. The table doubles at 70% load.
+    """
 
-    def __init__(self) -> None:
-        self.hashes = [array("Q") for _ in range(BUCKETS)]
-        self.rids = [array("I") for _ in range(BUCKETS)]
+    __slots__ = ("hashes", "rids", "mask", "count")
+
+    def __init__(self, slots: int = KEY_TABLE_SLOTS_MIN) -> None:
+        self.hashes = array("Q", bytes(8 * slots))
+        self.rids = array("I", bytes(4 * slots))
+        self.mask = slots - 1
+        self.count = 0
+
+    def _reserve(self, more: int) -> None:
+        slots = self.mask + 1
+        if (self.count + more) * 10 <= slots * 7:
+            return
+        while (self.count + more) * 10 > slots * 7:
+            slots *= 2
+        old_hashes, old_rids = self.hashes, self.rids
+        self.hashes, self.rids = array("Q", bytes(8 * slots)), array("I", bytes(4 * slots))
+        self.mask, self.count = slots - 1, 0
+        self._insert(list(itertools.compress(old_hashes, old_hashes)), itertools.compress(old_rids, old_hashes))
+
+    def _insert(self, hashes, rids) -> None:
+        table, table_rids, mask, count = self.hashes, self.rids, self.mask, 0
+        for hashed, rid in zip(hashes, rids):
+            hashed = hashed or 1
+            slot = hashed & mask
+            while table[slot]:
+                slot = (slot + 1) & mask
+            table[slot] = hashed
+            table_rids[slot] = rid
+            count += 1
+        self.count += count
 
     def add(self, hashed: int, rid: int) -> None:
-        bucket = hashed >> BUCKET_SHIFT
-        hashes = self.hashes[bucket]
-        if not hashes or hashed >= hashes[-1]:
-            hashes.append(hashed)
-            self.rids[bucket].append(rid)
-            return
-        position = bisect.bisect_right(hashes, hashed)
-        hashes.insert(position, hashed)
-        self.rids[bucket].insert(position, rid)
+        self._reserve(1)
+        self._insert((hashed,), (rid,))
+
+    def add_many(self, hashes: list[int], first: int) -> None:
+        """`add(hashes[i], first + i)` for each i."""
+        self._reserve(len(hashes))
+        self._insert(hashes, range(first, first + len(hashes)))
 
     def contains(self, hashed: int) -> bool:
-        hashes = self.hashes[hashed >> BUCKET_SHIFT]
-        if not hashes or hashed > hashes[-1]:
-            return False
-        position = bisect.bisect_left(hashes, hashed)
-        return hashes[position] == hashed
+        hashed = hashed or 1
+        table, mask = self.hashes, self.mask
+        slot = hashed & mask
+        while True:
+            found = table[slot]
+            if found == hashed:
+                return True
+            if not found:
+                return False
+            slot = (slot + 1) & mask
 
     def candidates(self, hashed: int) -> list[int]:
-        bucket = hashed >> BUCKET_SHIFT
-        hashes = self.hashes[bucket]
-        position = bisect.bisect_left(hashes, hashed)
-        found = []
-        while position < len(hashes) and hashes[position] == hashed:
-            found.append(self.rids[bucket][position])
-            position += 1
+        hashed = hashed or 1
+        table, mask, found = self.hashes, self.mask, []
+        slot = hashed & mask
+        while table[slot]:
+            if table[slot] == hashed:
+                found.append(self.rids[slot])
+            slot = (slot + 1) & mask
         return found
 
     def sections(self) -> list:
-        return [array("I", (len(hashes) for hashes in self.hashes)), *self.hashes, *self.rids]
+        return [self.hashes, self.rids]
 
     @classmethod
     def from_sections(cls, take) -> "KeyIndex":
-        index = cls()
-        sizes = take("I")
-        if len(sizes) != BUCKETS:
-            raise ValueError("snapshot key index has the wrong bucket count")
-        index.hashes = [take("Q", size) for size in sizes]
-        index.rids = [take("I", size) for size in sizes]
+        index = cls(1)
+        index.hashes, index.rids = take("Q"), take("I")
+        slots = len(index.hashes)
+        if slots < 1 or slots & (slots - 1) or len(index.rids) != slots:
+            raise ValueError("snapshot key table has a bad shape")
+        index.mask, index.count = slots - 1, slots - index.hashes.count(0)
+        if index.count * 10 > slots * 7 + 10:
+            raise ValueError("snapshot key table is overfull")
         return index
 
 
@@ -283,12 +328,79 @@ class StoreIndex:
         return rid
 
     def add_events(self, events: list[Event], hashes: list[int]) -> int:
-        """`add_event` for each of `events` (none of whose keys or dots is held here), in
-        one loop; returns the first rid. The usual case (the next dot of its peer) is
-        inlined; anything else goes through `_place`."""
+        """`add_event` for each of `events` (none of whose keys or dots is held here);
+        returns the first rid. A batch of one (stream, peer) with consecutive counters
+        beyond the peer's log (a master's batch) is registered with bulk array extends;
+        anything else event by event (`_add_each`)."""
+        count = len(events)
+        if not count:
+            return len(self.rid_state)
+        dots = list(map(_dot_of, events))
+        peer, counters = dots[0].peer, list(map(_counter_of, dots))
+        stream = self.stream(events[0].stream)
+        log = None if stream is None else stream.logs.get(peer)
+        if (counters[-1] - counters[0] != count - 1 or (log is not None and log.counters and log.counters[-1] >= counters[0])
+                or list(map(_peer_of, dots)).count(peer) != count or counters != list(range(counters[0], counters[-1] + 1))
+                or list(map(_stream_of, events)).count(events[0].stream) != count):
+            return self._add_each(events, hashes)
+        stream = stream or self._stream_for(events[0].stream)
+        first = len(self.rid_state)
+        self.rid_stream.extend(array("I", [stream.sid]) * count)
+        self.rid_peer.extend(array("I", [self._peer_id(peer)]) * count)
+        self.rid_counter.extend(counters)
+        self.rid_state.extend(bytes(count))  # LIVE
+        self.keys.add_many(hashes, first)
+        stream.served += count
+        last = self._goes_last_count(stream, peer, events, counters)
+        if log is None:
+            log = stream.logs[peer] = PeerLog()
+        if last:
+            extended = not log.counters
+            held = stream.vector.get(peer, 0)
+            contiguous = counters[0] == held + 1 and (extended or log.counters[-1] == held)
+            rids = range(first, first + last)
+            log.counters.extend(counters[:last])
+            log.rids.extend(rids)
+            log.positions.extend(range(len(stream.order), len(stream.order) + last))
+            stream.order.extend(rids)
+            if contiguous:
+                stream.vector[peer] = counters[last - 1]
+                self.changed_streams.add(stream.sid)
+            else:
+                self._advance_vector(stream, peer, log)
+        stream.served_max[peer] = counters[-1]
+        for position in range(last, count):  # after one that does not go last, none does
+            self._place(stream, dots[position], first + position, False)
+        return first
+
+    def _goes_last_count(self, stream: StreamIndex, peer: str, events: list[Event], counters: list[int]) -> int:
+        """How many of a run of `peer`'s new events go last in the canonical order: each
+        whose context covers every served event (`covers_all`), until one does not."""
+        if stream.dirty:
+            return 0
+        served_max = stream.served_max
+        top = served_max.get(peer, 0)
+        others = [(other, seen) for other, seen in served_max.items() if other != peer]
+        contexts = list(map(_context_counters_of, events))
+        if not others and list(map(dict.get, contexts, itertools.repeat(peer), itertools.repeat(0))) == \
+                [top] + counters[:-1]:
+            return len(events)  # the single-master case: each context is the one before it
+        for position, context in enumerate(contexts):
+            if context.get(peer, 0) < top:
+                return position
+            for other, seen in others:
+                if context.get(other, 0) < seen:
+                    return position
+            top = counters[position]
+        return len(events)
+
+    def _add_each(self, events: list[Event], hashes: list[int]) -> int:
+        """`add_events` one event at a time (mixed streams or peers, gaps, reordering).
+        The usual case (the next dot of its peer) is inlined; anything else goes through
+        `_place`."""
         first = rid = len(self.rid_state)
         stream_ids, streams, peer_ids = self.stream_ids, self.streams, self.peer_ids
-        states, key_hashes, key_rids = self.rid_state, self.keys.hashes, self.keys.rids
+        states, keys = self.rid_state, self.keys
         add_sid, add_pid, add_counter = self.rid_stream.append, self.rid_peer.append, self.rid_counter.append
         for event, hashed in zip(events, hashes):
             dot = event.dot
@@ -300,15 +412,7 @@ class StoreIndex:
             add_pid(self._peer_id(peer) if pid is None else pid)
             add_counter(counter)
             states.append(LIVE)
-            bucket = hashed >> BUCKET_SHIFT  # KeyIndex.add, inlined
-            bucket_hashes = key_hashes[bucket]
-            if not bucket_hashes or hashed >= bucket_hashes[-1]:
-                bucket_hashes.append(hashed)
-                key_rids[bucket].append(rid)
-            else:
-                position = bisect.bisect_right(bucket_hashes, hashed)
-                bucket_hashes.insert(position, hashed)
-                key_rids[bucket].insert(position, rid)
+            keys.add(hashed, rid)
             stream.served += 1
             served_max = stream.served_max
             goes_last = False

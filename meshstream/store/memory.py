@@ -33,9 +33,11 @@ class MemoryStore(IndexedStore):
         prepared.written = True
 
     def _committed(self, prepared: Prepared) -> None:
-        for op in prepared.ops:
-            assert op.rid == len(self._records)
-            self._records.append(op.event if op.kind == OP_EVENT else None)
+        assert prepared.first_rid == len(self._records)
+        self._records += prepared.events
+        for position, how in prepared.special.items():
+            if how.kind != OP_EVENT:
+                self._records[prepared.first_rid + position] = None
 
     def _load_many(self, rids: Sequence[int]) -> list[Event | CorruptRecord]:
         return [self._corruption(rid) if rid in self._damaged else self._records[rid] for rid in rids]

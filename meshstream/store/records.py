@@ -375,61 +375,90 @@ _frames: dict[int, tuple[bytes, int, int] | None] = {}
 _FRAMES_MAX = 4096  # distinct envelope sizes remembered
 
 
+def _frame(size: int) -> tuple[bytes, int, int] | None:
+    frame = _frames.get(size, False)
+    if frame is False:
+        if len(_frames) >= _FRAMES_MAX:
+            _frames.clear()
+        frame = _frames[size] = _frame_of(size)
+    return frame
+
+
+def _build(envelope: bytes, start: int, end: int, header_digest: bytes) -> Event | str:
+    """The Event of a framed MSE2 envelope after checking its digest, or why not."""
+    digest, body = envelope[end + 2:], envelope[start:end]
+    if not digest.startswith(header_digest) or _blake3(body).digest() != digest:
+        return MISMATCH
+    try:
+        version, stream, key, payload, metadata, dot, context = _loads(body)
+        made_dot = _DotShell()
+        made_dot.peer, made_dot.counter = dot
+        made_dot.__class__ = Dot
+        vector = _new(VersionVector)
+        vector._counters = {context[0]: context[1]} if len(context) == 2 else dict(zip(context[::2], context[1::2]))
+        vector._hash = None
+        event = _EventShell()
+        event.stream, event.key, event.data, event.dot, event.context = stream, key, payload, made_dot, vector
+        event.metadata = tuple(metadata.items()) if metadata else ()
+        event.digest, event.envelope = digest, envelope
+        event.__class__ = Event
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, cbor2.CBORDecodeError) as exc:
+        return f"undecodable body: {exc}"
+    return event
+
+
 def read_run(data: bytes, ats: list[int], lengths: list[int]) -> tuple[list[Event | str], list[int]]:
     """`read_event` for each record at data[at:at + length] (the read path for runs), and
     the positions of the unsound ones (whose entries are strings saying why).
 
     The usual record (MSE2, envelope framed as this store writes it) is checked by
     comparing its framing bytes with those its size implies, then one hash of the body
-    and one decode, inlined here; anything else goes through `read_event`.
+    and one decode (`_build`); anything else goes through `read_event`.
     """
     result: list[Event | str] = []
     bad: list[int] = []
-    append, frames, unpack, blake, loads = result.append, _frames, _unpack_header, _blake3, _loads
-    new_event, new_dot, new_vector, event_class, dot_class = _EventShell, _DotShell, _new, Event, Dot
+    append, frames, unpack, build = result.append, _frames, _unpack_header, _build
     for at, length in zip(ats, lengths):
-        frame = None
-        if len(data) >= at + length >= at + HEADER_BYTES:
+        loaded = None
+        if SHELLS and len(data) >= at + length >= at + HEADER_BYTES:
             magic, size, header_digest = unpack(data, at)
-            if magic == EVENT_MAGIC and size == length - HEADER_BYTES:
-                frame = frames.get(size, False)
-                if frame is False:
-                    if len(frames) >= _FRAMES_MAX:
-                        frames.clear()
-                    frame = frames[size] = _frame_of(size)
-        if frame is not None:
-            prefix, start, end = frame
-            envelope = data[at + HEADER_BYTES:at + length]
-            if not envelope.startswith(prefix) or not envelope.startswith(_DIGEST_MARK, end):
-                frame = None
-        if frame is None or not SHELLS:  # anything unusual: the general path
+            frame = (frames.get(size) or _frame(size)) if magic == EVENT_MAGIC and size == length - HEADER_BYTES else None
+            if frame is not None:
+                prefix, start, end = frame
+                envelope = data[at + HEADER_BYTES:at + length]
+                if envelope.startswith(prefix) and envelope.startswith(_DIGEST_MARK, end):
+                    loaded = build(envelope, start, end, header_digest)
+        if loaded is None:  # anything unusual: the general path
             loaded = read_event(data, at, length)
-            if type(loaded) is str:
-                bad.append(len(result))
-            append(loaded)
-            continue
-        digest, body = envelope[end + 2:], envelope[start:end]
-        if not digest.startswith(header_digest) or blake(body).digest() != digest:
+        if type(loaded) is str:
             bad.append(len(result))
-            append(MISMATCH)
-            continue
-        try:
-            version, stream, key, payload, metadata, dot, context = loads(body)
-            made_dot = new_dot()
-            made_dot.peer, made_dot.counter = dot
-            made_dot.__class__ = dot_class
-            vector = new_vector(VersionVector)
-            vector._counters = {context[0]: context[1]} if len(context) == 2 else \
-                dict(zip(context[::2], context[1::2]))
-            vector._hash = None
-            event = new_event()
-            event.stream, event.key, event.data, event.dot, event.context = stream, key, payload, made_dot, vector
-            event.metadata = tuple(metadata.items()) if metadata else ()
-            event.digest, event.envelope = digest, envelope
-            event.__class__ = event_class
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError, cbor2.CBORDecodeError) as exc:
-            bad.append(len(result))
-            append(f"undecodable body: {exc}")
-            continue
-        append(event)
+        append(loaded)
     return result, bad
+
+
+def scan_run(data: bytes, offset: int, end: int, count_max: int) -> tuple[list[Event], list[int], list[int]]:
+    """Sound, usually framed event records from `offset` on (at most `count_max`), as
+    (events, offsets, lengths); stops before the first record that is anything else
+    (a dot record, a damaged one, the end), which the caller hands to `scan_segment`."""
+    events: list[Event] = []
+    ats: list[int] = []
+    lengths: list[int] = []
+    frames, unpack, build = _frames, _unpack_header, _build
+    while offset + HEADER_BYTES <= end and len(events) < count_max and SHELLS:
+        magic, size, header_digest = unpack(data, offset)
+        stop = offset + HEADER_BYTES + size
+        frame = (frames.get(size) or _frame(size)) if magic == EVENT_MAGIC and stop <= end else None
+        if frame is None:
+            break
+        prefix, start, body_end = frame
+        envelope = data[offset + HEADER_BYTES:stop]
+        if not envelope.startswith(prefix) or not envelope.startswith(_DIGEST_MARK, body_end):
+            break
+        event = build(envelope, start, body_end, header_digest)
+        if type(event) is str:
+            break
+        events.append(event)
+        ats.append(offset)
+        lengths.append(stop - offset)
+        offset = stop
+    return events, ats, lengths

@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import mmap
+import operator
 import os
 from array import array
 from collections.abc import Sequence
@@ -43,12 +44,15 @@ from meshstream.store.index import CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, Stor
 SEGMENT_SUFFIX = ".seg"
 SNAPSHOT_NAME = "index.snapshot"
 SNAPSHOT_MAGIC = b"MSX2"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3  # 3: the key index is a hash table
 DIGEST_BYTES = 32
 SNAPSHOT_EVERY_RECORDS_MIN = 100_000  # a checkpoint after this many new records, or
 SNAPSHOT_EVERY_FRACTION = 8  # 1/8 of the store, whichever is more: replay after a crash stays
 # near 1/8 of a full scan, and rewriting the snapshot costs about 8 x 70 bytes per record appended
 SCRUB_READ_BYTES_MAX = 1 << 20
+REPLAY_RUN_RECORDS = 1000  # records decoded and registered together on open
+_envelope_of = operator.attrgetter("envelope")
+_digest_of = operator.attrgetter("digest")
 
 
 def segment_name(segment: int) -> str:
@@ -128,18 +132,67 @@ class SegmentStore(IndexedStore):
         self._recovered = True
 
     def _replay_segment(self, segment: int, start: int, last: bool) -> None:
+        """Replay a segment from `start`: runs of sound event records in bulk
+        (`records.scan_run`, `_replay_run`), anything else one record at a time through
+        `records.scan_segment` (dot records, damage, a torn tail)."""
         path = self._path(segment)
         size = os.path.getsize(path)
         if size <= start:
             return
         with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            for found in records.scan_segment(data, start):
+            offset = start
+            while offset < size:
+                events, ats, lengths = records.scan_run(data, offset, size, REPLAY_RUN_RECORDS)
+                if events:
+                    self._replay_run(segment, events, ats, lengths)
+                    offset = ats[-1] + lengths[-1]
+                    continue
+                found = next(records.scan_segment(data, offset))
                 if found.error == records.TORN and last:
                     self.recovery["truncated_bytes"] = size - found.offset
                     break
                 self._replay_record(segment, found)
+                offset = found.offset + found.length
         if self.recovery.get("truncated_bytes") and last:
             os.truncate(path, size - self.recovery["truncated_bytes"])
+
+    def _replay_run(self, segment: int, events: list[Event], ats: list[int], lengths: list[int]) -> None:
+        """Apply sound event records in order: the prefix of new keys and dots in one
+        `add_events`, anything else through `_replay_event`."""
+        self.recovery["replayed"] += len(events)
+        index, first, start = self._index, self._index.records(), 0
+        while start < len(events):
+            end, hashes = self._new_prefix(events, start)
+            if end > start:
+                index.add_events(events[start:end], hashes)
+            if end < len(events):
+                self._replay_event(events[end])
+                end += 1
+            start = end
+        assert index.records() == first + len(events) == len(self._rid_segment) + len(events)
+        self._rid_segment.extend(array("I", [segment]) * len(events))
+        self._rid_offset.extend(ats)
+        self._rid_length.extend(lengths)
+
+    def _new_prefix(self, events: list[Event], start: int) -> tuple[int, list[int]]:
+        """(end, hashes): events[start:end] hold keys and dots new to the index and to
+        each other (the same test as prepare_batch's fast path), with their key hashes."""
+        index, hashes, seen = self._index, [], set()
+        key_known, tops = index.keys.contains, {}
+        for event in events[start:]:
+            hashed = key_hash(event.stream, event.key)
+            dot = event.dot
+            top = tops.get((event.stream, dot.peer))
+            if top is None:
+                found = index.stream(event.stream)
+                log = None if found is None else found.logs.get(dot.peer)
+                top = log.counters[-1] if log is not None and log.counters else 0
+            if dot.counter <= top or hashed in seen or key_known(hashed):
+                break
+            tops[event.stream, dot.peer] = dot.counter
+            seen.add(hashed)
+            hashes.append(hashed)
+        return start + len(hashes), hashes
 
     def _replay_record(self, segment: int, found: records.Scanned) -> None:
         self.recovery["replayed"] += 1
@@ -308,20 +361,21 @@ class SegmentStore(IndexedStore):
     # -- writing --
     def _locate(self, prepared: Prepared) -> None:
         """Gather the batch into one buffer; event records need no hashing (records.py)."""
-        buffer, lengths = bytearray(), prepared.lengths
+        events, special = prepared.events, prepared.special
         pack, magic, digest_bytes = records.HEADER.pack, records.EVENT_MAGIC, records.RECORD_DIGEST_BYTES
         header_bytes = records.HEADER_BYTES
-        for op in prepared.ops:
-            event = op.event
-            if op.kind == OP_EVENT:
-                envelope = event.envelope
-                buffer += pack(magic, len(envelope), event.digest[:digest_bytes])
-                buffer += envelope
-                lengths.append(header_bytes + len(envelope))
-            else:
+        envelopes = list(map(_envelope_of, events))
+        headers = [pack(magic, len(envelope), digest[:digest_bytes])
+                   for envelope, digest in zip(envelopes, map(_digest_of, events))]
+        for position, how in special.items():
+            if how.kind != OP_EVENT:
+                event = events[position]
                 record = records.encode_dot_record(event.stream, event.dot)
-                buffer += record
-                lengths.append(len(record))
+                headers[position], envelopes[position] = record[:header_bytes], record[header_bytes:]
+        parts: list[bytes] = [b""] * (2 * len(events))
+        parts[0::2], parts[1::2] = headers, envelopes
+        buffer = b"".join(parts)
+        prepared.lengths = [header_bytes + size for size in map(len, envelopes)]
         segment, offset = self._tail_segment, self._tail_size
         if offset > 0 and offset + len(buffer) > self._config.segment_bytes_max:
             segment, offset = segment + 1, 0
@@ -354,11 +408,11 @@ class SegmentStore(IndexedStore):
         self._fsync_directory()  # the new file's name must survive a crash too
 
     def _committed(self, prepared: Prepared) -> None:
-        ops, lengths = prepared.ops, prepared.lengths
-        if ops:
-            assert ops[0].rid == len(self._rid_segment) and ops[-1].rid == ops[0].rid + len(ops) - 1
+        count, lengths = len(prepared.events), prepared.lengths
+        if count:
+            assert prepared.first_rid == len(self._rid_segment)
             offsets = itertools.accumulate(lengths[:-1], initial=prepared.offset)
-            self._rid_segment.extend(array("I", [prepared.segment]) * len(ops))
+            self._rid_segment.extend(array("I", [prepared.segment]) * count)
             self._rid_offset.extend(offsets)
             self._rid_length.extend(lengths)
             self._tail_segment = prepared.segment
