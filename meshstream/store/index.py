@@ -26,7 +26,6 @@ import itertools
 import operator
 import sys
 from array import array
-from collections.abc import Callable
 
 import blake3
 
@@ -50,19 +49,6 @@ _context_counters_of = operator.attrgetter("context._counters")
 def key_hash(stream: str, key: bytes) -> int:
     """A stable 64-bit hash of a natural key (stable across processes, for snapshots)."""
     return _from_bytes(_blake3(stream.encode("utf-8") + b"\x00" + key).digest(length=8), "little")
-
-
-def key_hasher() -> "Callable[[str, bytes], int]":
-    """`key_hash` with the stream's encoded prefix cached: for loops over a batch."""
-    prefixes: dict[str, bytes] = {}
-
-    def hashed(stream: str, key: bytes) -> int:
-        prefix = prefixes.get(stream)
-        if prefix is None:
-            prefix = prefixes[stream] = stream.encode("utf-8") + b"\x00"
-        return _from_bytes(_blake3(prefix + key).digest(length=8), "little")
-
-    return hashed
 
 
 class KeyIndex:
@@ -94,7 +80,8 @@ class KeyIndex:
         old_hashes, old_rids = self.hashes, self.rids
         self.hashes, self.rids = array("Q", bytes(8 * slots)), array("I", bytes(4 * slots))
         self.mask, self.count = slots - 1, 0
-        self._insert(list(itertools.compress(old_hashes, old_hashes)), itertools.compress(old_rids, old_hashes))
+        # Streamed from the old arrays: a list of the hashes would cost ~70 bytes an entry at the peak.
+        self._insert(itertools.compress(old_hashes, old_hashes), itertools.compress(old_rids, old_hashes))
 
     def _insert(self, hashes, rids) -> None:
         table, table_rids, mask, count = self.hashes, self.rids, self.mask, 0

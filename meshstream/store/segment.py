@@ -14,7 +14,7 @@ everything. Replay truncates a torn tail and registers damaged records as corrup
 snapshot is written on `close` and after a commit once 1/8 of the store (at least 100k
 records) is new since the last one, so a crash leaves little to replay. The snapshot is
 raw array sections read straight into place, so loading costs no more memory than the
-indexes themselves (about 55 bytes an event).
+indexes themselves (about 55-70 bytes an event, the key table's load varying).
 
 Reads go through per-segment read descriptors owned by the caller's thread, and runs of
 adjacent records are fetched with one `pread`.
