@@ -111,3 +111,35 @@ def test_user_streams_may_not_be_system_names_but_events_may():
     with pytest.raises(LocalProtocolError):
         validate_stream_name("$topology")
     assert Event.sequence("$topology", b"k", b"", {}, Dot("n1", 1), VersionVector()).stream == "$topology"
+
+
+@given(stream_names, st.sampled_from(PEERS), st.integers(0, 50), contexts,
+       st.lists(st.tuples(keys, st.binary(max_size=300), metadata), min_size=1, max_size=5))
+def test_seal_run_gives_the_bytes_of_sequence_per_event(stream, writer, counter, context, items):
+    """A master's run: each event in the context of the one before (as Node sequences)."""
+    run = Event.seal_run(stream, writer, counter, context,
+                         [(key, data, tuple(Event.sequence(stream, key, data, meta, Dot(writer, 1), context).metadata))
+                          for key, data, meta in items])
+    counters = dict(context)
+    for (key, data, meta), event in zip(items, run):
+        if counter:
+            counters[writer] = counter
+        counter += 1
+        expected = Event.sequence(stream, key, data, meta, Dot(writer, counter), VersionVector(counters))
+        assert (event, event.envelope) == (expected, expected.envelope)
+        assert list(event.context) == list(expected.context) and hash(event) == hash(expected)
+        assert decode_event(event.envelope) == expected
+
+
+@given(events, st.sampled_from([0, 1, 2]))
+def test_envelopes_with_wide_length_heads_decode_the_same(event, widen):
+    """Non-minimal (but valid) CBOR heads around the body decode as the minimal ones."""
+    body, digest = cbor2.loads(event.envelope)
+    head = [b"\x59" + len(body).to_bytes(2, "big"), b"\x5a" + len(body).to_bytes(4, "big"),
+            b"\x5b" + len(body).to_bytes(8, "big")][widen]
+    wide = b"\x82" + head + body + b"\x58\x20" + digest
+    assert decode_event(wide) == event
+    with pytest.raises(RemoteProtocolError):
+        decode_event(wide[:-1] + bytes([wide[-1] ^ 1]))
+    with pytest.raises(RemoteProtocolError):
+        decode_event(b"\x82" + head + body + b"\x59\x00\x20" + digest + b"\x00")

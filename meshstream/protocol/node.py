@@ -456,16 +456,9 @@ class Node:
         caller is the shard's master. The store's vector is read once per batch."""
         assert self.can_sequence()
         head = self._heads.get(stream)
-        counters = dict(self.store.version_vector(stream).items())
         counter = head.counter if head is not None else 0
-        writer = self.writer
-        events: list[Event] = []
-        for item, metadata in items:
-            if counter:
-                counters[writer] = counter
-            counter += 1
-            dot = Dot(writer, counter)
-            events.append(Event.seal(stream, item.key, item.data, metadata, dot, VersionVector(counters)))
+        run = [(item.key, item.data, metadata) for item, metadata in items]
+        events = Event.seal_run(stream, self.writer, counter, self.store.version_vector(stream), run)
         if events:
             self._heads[stream] = events[-1].dot
         return events
