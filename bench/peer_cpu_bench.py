@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import os
 import pstats
 import random
@@ -35,6 +36,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from meshstream.cli import RUN_REPLICATION_FACTOR_DEFAULT, RUN_SHARDS_DEFAULT  # noqa: E402
 from meshstream.config import Config  # noqa: E402
+from meshstream.envelope import decode_event  # noqa: E402
+from meshstream.wire import schema  # noqa: E402
 from meshstream.protocol.effects import Deliver, Journal, Persist, Reply, Send, SendTo  # noqa: E402
 from meshstream.protocol.node import Node  # noqa: E402
 from meshstream.store.memory import MemoryStore  # noqa: E402
@@ -55,6 +58,9 @@ class RigPeer:
         self.persists: list[Persist] = []
         self.cpu: dict[str, float] = defaultdict(float)
         self.replies: list[Any] = []
+        # Each peer process has its own cache of decoded small envelopes: one shared cache
+        # would let the second replica find every event decoded by the first.
+        self.decode_cache = functools.lru_cache(maxsize=schema.DECODED_EVENTS_MAX)(decode_event)
 
 
 class Rig:
@@ -110,6 +116,7 @@ class Rig:
 
     def deliver(self, peer: RigPeer, src: str, frame: bytes) -> None:
         def decode() -> Any:
+            schema._decode_small_event = peer.decode_cache
             self.decoder.receive_data(frame)
             return self.decoder.next_message()
 

@@ -232,7 +232,9 @@ class Writes:
             return None  # not served here; anti-entropy brings it back
 
     def _sequence(self, stream: str, resolved: list) -> tuple[tuple[Appended, ...], tuple[Event, ...], list[Event]]:
-        fresh = self.node.sequence_events(stream, [entry for entry in resolved if isinstance(entry, tuple)])
+        fresh = self.node.sequence_events(stream, [entry for entry in resolved if type(entry) is tuple])
+        if len(fresh) == len(resolved):  # the usual request: every item new
+            return tuple([Appended(e.key, e.dot, e.digest, False) for e in fresh]), tuple(fresh), fresh
         by_key = {event.key: event for event in fresh}
         appended: list[Appended] = []
         for entry in resolved:

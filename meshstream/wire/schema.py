@@ -38,12 +38,16 @@ Decoder = Callable[[Any], Any]
 
 MESSAGE_KINDS: dict[int, type] = {}
 _CODECS: dict[type, tuple[list[Encoder], list[Decoder]]] = {}
+# Per record class: (field name, encoder or None for values encoded as they are).
+_FIELDS: dict[type, tuple[tuple[str, Encoder | None], ...]] = {}
 
 
 def record(cls: type) -> type:
     """Register a frozen dataclass as a nested record (encoded as an array)."""
     assert dataclasses.is_dataclass(cls), cls
     _CODECS[cls] = _compile_fields(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # not per message: fields() costs ~2 us
+    _FIELDS[cls] = tuple((name, None if enc is _identity else enc) for name, enc in zip(names, _CODECS[cls][0]))
     return cls
 
 
@@ -62,10 +66,9 @@ def message(kind: int) -> Callable[[type], type]:
 
 def encode_message(msg: Any) -> list[Any]:
     """The CBOR-ready array form of a registered message."""
-    encoders, _ = _CODECS[type(msg)]
     values = [msg.KIND]
-    for encoder, field in zip(encoders, dataclasses.fields(msg)):
-        values.append(encoder(getattr(msg, field.name)))
+    for name, encoder in _FIELDS[type(msg)]:
+        values.append(getattr(msg, name) if encoder is None else encoder(getattr(msg, name)))
     return values
 
 
@@ -174,7 +177,7 @@ def _tuple_codec(hint: Any, where: str) -> tuple[Encoder, Decoder]:
     def decode(value: Any) -> tuple:
         if not isinstance(value, list) or len(value) > COLLECTION_ITEMS_MAX:
             raise RemoteProtocolError(f"{where} must be a list of at most {COLLECTION_ITEMS_MAX} items")
-        return tuple(decode_inner(item) for item in value)
+        return tuple([decode_inner(item) for item in value])
 
     return (lambda v: [encode_inner(item) for item in v]), decode
 
@@ -187,6 +190,8 @@ def _dict_codec(hint: Any, where: str) -> tuple[Encoder, Decoder]:
     def decode(value: Any) -> dict:
         if not isinstance(value, dict) or len(value) > COLLECTION_ITEMS_MAX:
             raise RemoteProtocolError(f"{where} must be a map of at most {COLLECTION_ITEMS_MAX} entries")
+        if not value:
+            return {}  # most metadata: nothing to check
         if not all(type(k) is str for k in value):
             raise RemoteProtocolError(f"{where} keys must be text")
         return {k: decode_inner(v) for k, v in value.items()}
@@ -219,7 +224,6 @@ def _decode_small_event(envelope: bytes) -> Event:
 
 def _record_codec(cls: type) -> tuple[Encoder, Decoder]:
     def encode(value: Any) -> list[Any]:
-        encoders, _ = _CODECS[cls]
-        return [enc(getattr(value, f.name)) for enc, f in zip(encoders, dataclasses.fields(cls))]
+        return [getattr(value, name) if enc is None else enc(getattr(value, name)) for name, enc in _FIELDS[cls]]
 
     return encode, (lambda value: _decode_record(cls, value))
