@@ -117,7 +117,7 @@ class AntiEntropy:
             self._pulling[TOPOLOGY_SHARD] = (src, expiry)
             vector, holes = self.node.log.summary(TOPOLOGY_HOLES_MAX)
         vectors = tuple(
-            StreamVector(stream, self.node.store.version_vector(stream))
+            StreamVector(stream, self.node.pull_vector(stream))  # with events in flight here
             for shard in free for stream in self.node.streams_in(shard)
         )
         return SyncPull(round_id, tuple(free), vectors, vector, tuple(holes), (), False)

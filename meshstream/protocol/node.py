@@ -205,6 +205,25 @@ class Node:
         self._index_streams()
         return sorted(self._streams_by_shard.get(shard, ()))
 
+    def pull_vector(self, stream: str) -> VersionVector:
+        """The store's vector of `stream` raised past the events on their way to the store
+        (sequenced or received here, not durable yet), for anti-entropy pulls. Under load a
+        gossip round always finds a replica's digest behind its eager pushes: with the bare
+        store vector the partner sent those events again (~1.5x the events moved). Only
+        runs contiguous with the store's vector count; should a persist never finish, the
+        process is gone and its successor pulls with its own vector."""
+        vector = self.store.version_vector(stream)
+        if not self._unpersisted_dots:
+            return vector
+        raised: dict[str, int] = {}
+        for writer, count in vector.items():
+            start = count
+            while (stream, Dot(writer, count + 1)) in self._unpersisted_dots:
+                count += 1
+            if count != start:
+                raised[writer] = count
+        return vector.merge(raised) if raised else vector
+
     def missing_events(self, stream: str, vector: VersionVector, limit: int) -> list[Event]:
         """Up to `limit` events held here whose dots `vector` lacks (conflict losers too)."""
         if limit <= 0:
