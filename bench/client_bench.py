@@ -6,7 +6,9 @@
 2. Three peers, replication factor 3, ack=all, same load (target 25,000/s).
 3. Three peers, ack=all, single-event appends one at a time: latency p50 (< 2 ms) and
    p99 (< 10 ms).
-Events carry 200 bytes of data. Each figure is printed beside its target.
+Events carry 200 bytes of data. Each figure is printed beside its target, and beside each
+throughput the CPU it cost per event: each peer's (user + system, from /proc) and this
+client's, so a figure depressed by a busy machine can still be compared.
 """
 
 from __future__ import annotations
@@ -28,7 +30,39 @@ from meshstream.demo import mesh_settled, all_see, live_members, start_mesh, wai
 DATA = b"x" * 200
 
 
-async def throughput(addresses, events, batch, in_flight, ack):
+def process_cpu_s(pid):
+    """User + system CPU seconds of process `pid` so far (Linux /proc); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU per event of the peer processes and of this client between start and stop."""
+
+    def __init__(self, peers):
+        self.peers = peers
+
+    def __enter__(self):
+        self.start = [process_cpu_s(p.process.pid) for p in self.peers], time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = [process_cpu_s(p.process.pid) for p in self.peers], time.process_time()
+
+    def line(self, events):
+        pairs = zip(self.peers, self.start[0], self.stop[0])
+        peers = [(p.name, a, b) for p, a, b in pairs if a is not None and b is not None]
+        parts = [f"{name} {(b - a) / events * 1e6:.1f}" for name, a, b in peers]
+        client = (self.stop[1] - self.start[1]) / events * 1e6
+        return f"    CPU us/event: peers {', '.join(parts)}; client {client:.1f}"
+
+
+async def throughput(peers, events, batch, in_flight, ack):
+    addresses = [p.address for p in peers]
     async with open_client(addresses, retry_timeout_s=30) as client:
         await client.append("bench", DATA, ack=ack)  # elects the shard's master first
         per_task = events // in_flight
@@ -41,10 +75,12 @@ async def throughput(addresses, events, batch, in_flight, ack):
                 done += size
 
         start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for index in range(in_flight):
-                nursery.start_soon(worker, index)
-        return per_task * in_flight / (time.perf_counter() - start)
+        with CpuMeter(peers) as meter:
+            async with trio.open_nursery() as nursery:
+                for index in range(in_flight):
+                    nursery.start_soon(worker, index)
+        rate = per_task * in_flight / (time.perf_counter() - start)
+        return rate, meter.line(per_task * in_flight)
 
 
 async def latency(addresses, count, ack):
@@ -71,28 +107,40 @@ def line(what, value, unit, target, ok):
 
 async def main_async(args):
     with tempfile.TemporaryDirectory(prefix="meshstream-bench-") as root:
-        peers = start_mesh(os.path.join(root, "one"), 1)
-        try:
-            await mesh_ready(peers)
-            rate = await throughput([p.address for p in peers], args.events, args.batch, args.in_flight, "master")
-            line(f"1 peer, ack=master, batch {args.batch} x {args.in_flight} in flight", rate, "events/s",
-                 ">= 50,000", rate >= 50_000)
-        finally:
-            for peer in peers:
-                peer.kill()
-        peers = start_mesh(os.path.join(root, "three"), 3, ["--replication-factor", "3"])
-        try:
-            await mesh_ready(peers)
-            addresses = [p.address for p in peers]
-            rate = await throughput(addresses, args.events, args.batch, args.in_flight, "all")
-            line(f"3 peers rf=3, ack=all, batch {args.batch} x {args.in_flight} in flight", rate, "events/s",
-                 ">= 25,000", rate >= 25_000)
-            p50, p99 = await latency(addresses, args.latency_samples, "all")
-            line("3 peers rf=3, ack=all, single append latency p50", p50, "ms", "< 2 ms", p50 < 2)
-            line("3 peers rf=3, ack=all, single append latency p99", p99, "ms", "< 10 ms", p99 < 10)
-        finally:
-            for peer in peers:
-                peer.kill()
+        if args.part in ("all", "one"):
+            await one_peer(root, args)
+        if args.part in ("all", "three"):
+            await three_peers(root, args)
+
+
+async def one_peer(root, args):
+    peers = start_mesh(os.path.join(root, "one"), 1)
+    try:
+        await mesh_ready(peers)
+        rate, cpu = await throughput(peers, args.events, args.batch, args.in_flight, "master")
+        line(f"1 peer, ack=master, batch {args.batch} x {args.in_flight} in flight", rate, "events/s",
+             ">= 50,000", rate >= 50_000)
+        print(cpu, flush=True)
+    finally:
+        for peer in peers:
+            peer.kill()
+
+
+async def three_peers(root, args):
+    peers = start_mesh(os.path.join(root, "three"), 3, ["--replication-factor", "3"])
+    try:
+        await mesh_ready(peers)
+        addresses = [p.address for p in peers]
+        rate, cpu = await throughput(peers, args.events, args.batch, args.in_flight, "all")
+        line(f"3 peers rf=3, ack=all, batch {args.batch} x {args.in_flight} in flight", rate, "events/s",
+             ">= 25,000", rate >= 25_000)
+        print(cpu, flush=True)
+        p50, p99 = await latency(addresses, args.latency_samples, "all")
+        line("3 peers rf=3, ack=all, single append latency p50", p50, "ms", "< 2 ms", p50 < 2)
+        line("3 peers rf=3, ack=all, single append latency p99", p99, "ms", "< 10 ms", p99 < 10)
+    finally:
+        for peer in peers:
+            peer.kill()
 
 
 def main():
@@ -101,6 +149,7 @@ def main():
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--latency-samples", type=int, default=2000)
+    parser.add_argument("--part", choices=["all", "one", "three"], default="all", help="which mesh to measure")
     trio.run(main_async, parser.parse_args())
 
 
