@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
+import gc
 import os
 import pstats
 import random
@@ -40,6 +41,7 @@ from meshstream.envelope import decode_event  # noqa: E402
 from meshstream.wire import schema  # noqa: E402
 from meshstream.protocol.effects import Deliver, Journal, Persist, Reply, Send, SendTo  # noqa: E402
 from meshstream.protocol.node import Node  # noqa: E402
+from meshstream.runtime.peer import GC_OLDER_RATIOS, GC_YOUNG_OBJECTS  # noqa: E402
 from meshstream.store.memory import MemoryStore  # noqa: E402
 from meshstream.store.segment import SegmentStore  # noqa: E402
 from meshstream.wire.framing import NEED_DATA, FrameDecoder, FrameEncoder  # noqa: E402
@@ -244,6 +246,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--catchup", type=int, default=0, help="events written while a third peer is away")
     args = parser.parse_args()
+    gc.set_threshold(GC_YOUNG_OBJECTS, *GC_OLDER_RATIOS)  # as a peer process runs
     config = Config.preset("local", shards=RUN_SHARDS_DEFAULT, replication_factor=RUN_REPLICATION_FACTOR_DEFAULT)
     root = tempfile.mkdtemp(prefix="meshstream-cpu-")
     try:

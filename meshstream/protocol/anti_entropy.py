@@ -43,6 +43,10 @@ EVENT_OVERHEAD_BYTES = 8  # CBOR framing of one envelope inside a batch
 # believing the other dead. Now and then a round goes to a failed peer instead: comparing
 # `$topology` tells each side what the other declared, and the peers refute and merge.
 FAILED_PARTNER_PROBABILITY = 0.1
+# Catch-up continues with the next batch before this one is durable while fewer events
+# than this are in flight to the store here (about four default batches), so a slow disk
+# holds the puller's memory to a few MiB.
+PIPELINED_EVENTS_MAX = 2048
 
 
 class AntiEntropy:
@@ -165,14 +169,29 @@ class AntiEntropy:
 
     # -- the puller: events arrive --
     def on_events(self, src: str, batch: SyncEvents, now: float) -> list[Effect]:
+        """A batch arrives. A cut batch is continued at once, while it is on its way to the
+        store (catch-up pipelined: the partner reads the next batch during this one's
+        decode and fsync), unless PIPELINED_EVENTS_MAX events are already in flight here;
+        then at durability. The next pull names the events in flight (`Node.pull_vector`),
+        so they are not sent again."""
         if TOPOLOGY_SHARD in self._pulling and self._pulling[TOPOLOGY_SHARD][0] == src and not batch.more:
             self.node.topology_synced_with(src, now)
-        return self.node.take_events(src, batch.events, now, ("sync", src, batch.more))
+        if not batch.more or len(self.node.unpersisted) >= PIPELINED_EVENTS_MAX:
+            return self.node.take_events(src, batch.events, now, ("sync", src, batch.more))
+        effects = self.node.take_events(src, batch.events, now, ("sync", src, None))
+        self._release(src)
+        return effects + self.start_round(src, now)
 
-    def on_durable(self, src: str, more: bool, now: float) -> list[Effect]:
+    def on_durable(self, src: str, more: bool | None, now: float) -> list[Effect]:
         """A batch from `src` is durable: its pulls are done (the store's vectors now show
-        the events, so the next round asks only for the rest); continue if it was cut."""
+        the events, so the next round asks only for the rest); continue if it was cut.
+        `more` None: a batch already continued when it arrived."""
+        if more is None:
+            return []
+        self._release(src)
+        return self.start_round(src, now) if more else []
+
+    def _release(self, src: str) -> None:
         for shard in sorted(self._pulling):
             if self._pulling[shard][0] == src:
                 del self._pulling[shard]
-        return self.start_round(src, now) if more else []

@@ -99,6 +99,9 @@ class Node:
         self._next_token = 0
         self.unpersisted: dict[tuple[str, bytes], Event] = {}  # natural key -> event in flight
         self._unpersisted_dots: set[tuple[str, Dot]] = set()
+        # (stream, writer) -> the top of a run of that writer's dots, each held or on its
+        # way to the store, contiguous with the store's vector when persisted (pull_vector).
+        self._inflight_heads: dict[tuple[str, str], int] = {}
         self._losers: dict[str, dict[Dot, Event]] = {}  # data conflict losers, for partners
         self._heads: dict[str, Dot] = {}  # the last dot this writer sequenced per stream
         self._streams_by_shard: dict[int, set[str]] = {}
@@ -209,19 +212,19 @@ class Node:
         """The store's vector of `stream` raised past the events on their way to the store
         (sequenced or received here, not durable yet), for anti-entropy pulls. Under load a
         gossip round always finds a replica's digest behind its eager pushes: with the bare
-        store vector the partner sent those events again (~1.5x the events moved). Only
-        runs contiguous with the store's vector count; should a persist never finish, the
-        process is gone and its successor pulls with its own vector."""
+        store vector the partner sent those events again (~1.5x the events moved). A run
+        counts while its top event is still in flight (O(writers), not O(events): a replica
+        under load has tens of thousands in flight). Should a persist never finish, the
+        process is gone and its successor pulls with its own vector; a record the store has
+        dropped as corrupt meanwhile is asked for by the first pull after the run lands."""
         vector = self.store.version_vector(stream)
         if not self._unpersisted_dots:
             return vector
         raised: dict[str, int] = {}
         for writer, count in vector.items():
-            start = count
-            while (stream, Dot(writer, count + 1)) in self._unpersisted_dots:
-                count += 1
-            if count != start:
-                raised[writer] = count
+            head = self._inflight_heads.get((stream, writer))
+            if head is not None and head > count and (stream, Dot(writer, head)) in self._unpersisted_dots:
+                raised[writer] = head
         return vector.merge(raised) if raised else vector
 
     def missing_events(self, stream: str, vector: VersionVector, limit: int) -> list[Event]:
@@ -457,10 +460,17 @@ class Node:
         self._tokens[token] = purpose
         self._token_events[token] = (list(events), list(events if fresh is None else fresh))
         streams: set[str] = set()
+        vectors: dict[str, VersionVector] = {}
+        heads = self._inflight_heads
         for event in events:
             self.unpersisted.setdefault(event.natural_key, event)
             self._unpersisted_dots.add((event.stream, event.dot))
             streams.add(event.stream)
+            if event.stream not in vectors:
+                vectors[event.stream] = self.store.version_vector(event.stream)
+            run = (event.stream, event.dot.peer)
+            if event.dot.counter == max(heads.get(run, 0), vectors[event.stream].get(event.dot.peer)) + 1:
+                heads[run] = event.dot.counter
         for stream in sorted(streams - {TOPOLOGY_STREAM}):  # once per stream, not per event
             self._note_stream(stream)
         return [Persist(token, tuple(events))]
