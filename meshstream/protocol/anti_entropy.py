@@ -173,14 +173,20 @@ class AntiEntropy:
         store (catch-up pipelined: the partner reads the next batch during this one's
         decode and fsync), unless PIPELINED_EVENTS_MAX events are already in flight here;
         then at durability. The next pull names the events in flight (`Node.pull_vector`),
-        so they are not sent again."""
+        so they are not sent again, and goes straight to the partner for the same shards:
+        no offer (a digest of every shared shard on both sides) per batch."""
         if TOPOLOGY_SHARD in self._pulling and self._pulling[TOPOLOGY_SHARD][0] == src and not batch.more:
             self.node.topology_synced_with(src, now)
         if not batch.more or len(self.node.unpersisted) >= PIPELINED_EVENTS_MAX:
             return self.node.take_events(src, batch.events, now, ("sync", src, batch.more))
         effects = self.node.take_events(src, batch.events, now, ("sync", src, None))
-        self._release(src)
-        return effects + self.start_round(src, now)
+        pulled = self._release(src)
+        self._round += 1
+        shards = [s for s in pulled if s != TOPOLOGY_SHARD]
+        pull = self._pull(self._round, src, shards, TOPOLOGY_SHARD in pulled, now)
+        if not pull.shards and pull.topology is None:
+            return effects + self.start_round(src, now)  # locked meanwhile by another partner
+        return effects + [Send(src, pull)]
 
     def on_durable(self, src: str, more: bool | None, now: float) -> list[Effect]:
         """A batch from `src` is durable: its pulls are done (the store's vectors now show
@@ -191,7 +197,9 @@ class AntiEntropy:
         self._release(src)
         return self.start_round(src, now) if more else []
 
-    def _release(self, src: str) -> None:
-        for shard in sorted(self._pulling):
-            if self._pulling[shard][0] == src:
-                del self._pulling[shard]
+    def _release(self, src: str) -> list[int]:
+        """End the pulls from `src`; the shards they covered, in order."""
+        released = [shard for shard in sorted(self._pulling) if self._pulling[shard][0] == src]
+        for shard in released:
+            del self._pulling[shard]
+        return released

@@ -99,9 +99,9 @@ class Node:
         self._next_token = 0
         self.unpersisted: dict[tuple[str, bytes], Event] = {}  # natural key -> event in flight
         self._unpersisted_dots: set[tuple[str, Dot]] = set()
-        # (stream, writer) -> the top of a run of that writer's dots, each held or on its
+        # stream -> writer -> the top of a run of that writer's dots, each held or on its
         # way to the store, contiguous with the store's vector when persisted (pull_vector).
-        self._inflight_heads: dict[tuple[str, str], int] = {}
+        self._inflight_heads: dict[str, dict[str, int]] = {}
         self._losers: dict[str, dict[Dot, Event]] = {}  # data conflict losers, for partners
         self._heads: dict[str, Dot] = {}  # the last dot this writer sequenced per stream
         self._streams_by_shard: dict[int, set[str]] = {}
@@ -221,9 +221,8 @@ class Node:
         if not self._unpersisted_dots:
             return vector
         raised: dict[str, int] = {}
-        for writer, count in vector.items():
-            head = self._inflight_heads.get((stream, writer))
-            if head is not None and head > count and (stream, Dot(writer, head)) in self._unpersisted_dots:
+        for writer, head in self._inflight_heads.get(stream, {}).items():
+            if head > vector.get(writer) and (stream, Dot(writer, head)) in self._unpersisted_dots:
                 raised[writer] = head
         return vector.merge(raised) if raised else vector
 
@@ -461,16 +460,16 @@ class Node:
         self._token_events[token] = (list(events), list(events if fresh is None else fresh))
         streams: set[str] = set()
         vectors: dict[str, VersionVector] = {}
-        heads = self._inflight_heads
         for event in events:
             self.unpersisted.setdefault(event.natural_key, event)
             self._unpersisted_dots.add((event.stream, event.dot))
             streams.add(event.stream)
             if event.stream not in vectors:
                 vectors[event.stream] = self.store.version_vector(event.stream)
-            run = (event.stream, event.dot.peer)
-            if event.dot.counter == max(heads.get(run, 0), vectors[event.stream].get(event.dot.peer)) + 1:
-                heads[run] = event.dot.counter
+            heads = self._inflight_heads.setdefault(event.stream, {})
+            writer = event.dot.peer
+            if event.dot.counter == max(heads.get(writer, 0), vectors[event.stream].get(writer)) + 1:
+                heads[writer] = event.dot.counter
         for stream in sorted(streams - {TOPOLOGY_STREAM}):  # once per stream, not per event
             self._note_stream(stream)
         return [Persist(token, tuple(events))]
