@@ -7,11 +7,13 @@ bytes at a thousand events as at a million. For a differing shard, each side tha
 replicates it sends a `SyncPull` with its per-stream version vectors; the other answers
 with `SyncEvents` carrying exactly the events that vector lacks (`store.events_missing`),
 cut at `anti_entropy_batch_events_max` events or `anti_entropy_batch_bytes_max` bytes.
-A cut batch says `more`: the receiver starts the next round with the same partner as soon
-as the batch is durable, so catch-up runs at disk speed, not one batch per interval.
+A cut batch says `more`: the receiver pulls the next batch of the same shards from the same
+partner as soon as the batch arrives (pipelined: the partner reads it during this one's
+decode and fsync; pulls name the events in flight here), or once it is durable when many
+events are already in flight, so catch-up is not one batch per interval or round trip.
 
 A peer has at most one pull of a shard outstanding (`_pulling`, released when the batch
-is durable, or at its expiry), so two partners that both notice a returning peer, or two
+is durable or continued, or at its expiry), so two partners that both notice a returning peer, or two
 rounds crossing with one partner, never both send it the same events: catch-up costs
 little more than the bytes of what was missing.
 """
