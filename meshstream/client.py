@@ -316,7 +316,7 @@ def make_item(data: bytes, key: bytes | None = None, metadata: dict[str, Any] | 
     if not isinstance(data, bytes):
         raise LocalProtocolError(f"event data must be bytes, not {type(data).__name__}")
     key = os.urandom(KEY_BYTES_GENERATED) if key is None else ids.validate_key(key)
-    return AppendItem(key, data, dict(normalize_metadata(metadata or {})))
+    return AppendItem(key, data, dict(normalize_metadata(metadata)) if metadata else {})
 
 
 def _note_lost(lost: _Lost, state: dict[str, Any]) -> None:
