@@ -26,7 +26,7 @@ from typing import Any
 from meshstream.cbor import dumps, loads_strict
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event, decode_event
-from meshstream.errors import RemoteProtocolError
+from meshstream.errors import LocalProtocolError, RemoteProtocolError
 
 COLLECTION_ITEMS_MAX = 100_000  # items in one list or map field of one message
 DECODED_EVENTS_MAX = 16_384  # envelopes remembered decoded (wire only): at most 16 MiB
@@ -65,9 +65,12 @@ def message(kind: int) -> Callable[[type], type]:
 
 
 def encode_message(msg: Any) -> list[Any]:
-    """The CBOR-ready array form of a registered message."""
+    """The CBOR-ready array form of a registered message; LocalProtocolError otherwise."""
+    fields = _FIELDS.get(type(msg))
+    if fields is None or not hasattr(msg, "KIND"):
+        raise LocalProtocolError(f"{type(msg).__name__} is not a registered message")
     values = [msg.KIND]
-    for name, encoder in _FIELDS[type(msg)]:
+    for name, encoder in fields:
         values.append(getattr(msg, name) if encoder is None else encoder(getattr(msg, name)))
     return values
 
