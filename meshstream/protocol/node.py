@@ -47,6 +47,7 @@ from meshstream.protocol.membership import Membership
 from meshstream.protocol.reads import Reads
 from meshstream.protocol.rebalance import Rebalance
 from meshstream.protocol.replication import Writes
+from meshstream.protocol.scrub import Scrubber
 from meshstream.protocol.timers import Timers
 from meshstream.protocol.topology_log import TopologyLog
 from meshstream.store.api import EventStore
@@ -65,13 +66,6 @@ from topology import election
 from topology.events import MasterElected, MeshConfigured, TopologyFact
 from topology.fold import TopologyState
 
-# Scrub runs in slices of scrub_records_per_s * gossip_interval_s records on the gossip
-# cadence: a one-second slice blocked a real peer's loop for 0.3-0.8 s, longer than the
-# local preset's probe timeout, and set off suspicion storms; no extra deadlines either.
-# A small store is not rescanned many times a second (4.6 us of CPU per record): a full
-# pass takes at least config.scrub_pass_s_min, so an idle peer with 300 records scrubs 5 a
-# second.
-SCRUB_RECOUNT_SLICES = 20  # the held-records count behind that cap is refreshed this often
 SETTLE_ROUNDS_MAX = 4  # elections published per input converge in one or two rounds
 WRITER_CHARS_MAX = 64  # a dot's peer field is at most 64 characters
 LOSERS_KEPT_MAX = 100_000  # conflict losers held for partners; conflicts are rare (retries across a cut)
@@ -112,11 +106,9 @@ class Node:
         self._writer_durable = False
         self._topology_synced = False
         self._leaving = False
-        self._reported_corrupt: set[tuple[str, int, str]] = set()
         self._next_gossip: float | None = None
         self._next_scrub: float | None = None
-        self._scrub_slices = 0
-        self._scrub_held = 0  # events held, recounted every SCRUB_RECOUNT_SLICES slices
+        self.scrubber = Scrubber(name, config, store)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -321,11 +313,11 @@ class Node:
             partner = self.anti_entropy.choose_partner()
             if partner is not None:
                 effects += self.anti_entropy.start_round(partner, now)
-            effects += self._report_corrupt()  # before the refetch repairs it unseen
+            effects += self.scrubber.report()  # before the refetch repairs it unseen
             effects += self.rebalance.tick(now)
         if self._next_scrub is not None and now >= self._next_scrub:
             self._next_scrub = now + self.config.gossip_interval_s
-            effects += self._scrub()
+            effects += self.scrubber.slice()
         effects += self._elect(now)  # catch-up may have finished with no change of view
         return effects + self._settle(now)
 
@@ -343,31 +335,11 @@ class Node:
                 return self.reads.on_deadline(ident, now)
         raise AssertionError(f"unknown timer kind {kind!r}")
 
-    def _scrub(self) -> list[Effect]:
-        """Scrub the next slice, and report every corrupt record not reported yet (reads
-        find some too). The store has dropped them from its vectors: anti-entropy refetches."""
-        interval = self.config.gossip_interval_s
-        if self._scrub_slices % SCRUB_RECOUNT_SLICES == 0:
-            self._scrub_held = sum(self.store.event_count(s) for s in self.store.streams())
-        self._scrub_slices += 1
-        paced = -(-self._scrub_held * interval // self.config.scrub_pass_s_min)  # ceiling division
-        self.store.scrub(max(1, min(int(self.config.scrub_records_per_s * interval), int(paced))))
-        return self._report_corrupt()
-
-    def _report_corrupt(self) -> list[Effect]:
-        effects: list[Effect] = []
-        for error in self.store.corrupt_records():
-            where = (getattr(error, "segment", ""), getattr(error, "offset", -1), str(error))
-            if where not in self._reported_corrupt:
-                self._reported_corrupt.add(where)
-                effects.append(Journal("corrupt", f"{self.name}: {error}; refetching from a replica"))
-        return effects
-
     # ------------------------------------------------------------------ inputs
     def receive(self, src: str, message: object, now: float) -> list[Effect]:
         """A message from peer `src`. Raises RemoteProtocolError for one it cannot take."""
         # Corruption a read found is reported before any message can bring the repair.
-        effects = self._report_corrupt()
+        effects = self.scrubber.report()
         if Membership.handles(message):
             effects += self.membership.receive(src, message, now)
         elif Rebalance.handles(message):
