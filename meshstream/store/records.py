@@ -31,7 +31,8 @@ import blake3
 import cbor2
 
 from meshstream.clocks import Dot, VersionVector
-from meshstream.envelope import DIGEST_BYTES, Event
+from meshstream.envelope import DIGEST_BYTES, FAST_BUILD, Event, make_dot_unchecked, make_event_unchecked
+from meshstream.envelope import DotShell as _DotShell, EventShell as _EventShell
 from meshstream.errors import CorruptRecord
 
 EVENT_MAGIC = b"MSE2"
@@ -94,73 +95,14 @@ def decode_dot_body(body: bytes) -> tuple[str, Dot]:
 # field. Instead a plain slotted "shell" with the same slots is filled by ordinary slot
 # stores and then becomes an Event by `__class__` assignment, which CPython allows between
 # classes of identical layout (same slots, same base). About 2x cheaper than calling each
-# slot descriptor's __set__; checked once at import (`_shells_work`), else the setters.
+# slot descriptor's __set__. meshstream.envelope holds the shells and checks them once at
+# import (FAST_BUILD); elsewhere the ordinary constructors stand in.
 
 
-class _EventShell:
-    __slots__ = Event.__slots__
-
-
-class _DotShell:
-    __slots__ = Dot.__slots__
-
-
-_EVENT_SLOTS = [Event.__dict__[name].__set__ for name in (
-    "stream", "key", "data", "metadata", "dot", "context", "digest", "envelope")]
-_DOT_PEER = Dot.__dict__["peer"].__set__
-_DOT_COUNTER = Dot.__dict__["counter"].__set__
 _new = object.__new__
-
-
-def _make_event_setters(stream, key, data, metadata, dot: Dot, context, digest, envelope) -> Event:
-    event = _new(Event)
-    setters = _EVENT_SLOTS
-    setters[0](event, stream)
-    setters[1](event, key)
-    setters[2](event, data)
-    setters[3](event, metadata)
-    setters[4](event, dot)
-    setters[5](event, context)
-    setters[6](event, digest)
-    setters[7](event, envelope)
-    return event
-
-
-def _make_dot_setters(peer: str, counter: int) -> Dot:
-    dot = _new(Dot)
-    _DOT_PEER(dot, peer)
-    _DOT_COUNTER(dot, counter)
-    return dot
-
-
-def _make_event_shell(stream, key, data, metadata, dot: Dot, context, digest, envelope) -> Event:
-    event = _EventShell()
-    event.stream, event.key, event.data, event.metadata = stream, key, data, metadata
-    event.dot, event.context, event.digest, event.envelope = dot, context, digest, envelope
-    event.__class__ = Event
-    return event
-
-
-def _make_dot_shell(peer: str, counter: int) -> Dot:
-    dot = _DotShell()
-    dot.peer, dot.counter = peer, counter
-    dot.__class__ = Dot
-    return dot
-
-
-def _shells_work() -> bool:
-    try:
-        dot, context = _make_dot_shell("p", 1), VersionVector({"p": 1})
-        built = _make_event_shell("s", b"k", b"d", (), dot, context, b"x", b"y")
-        return type(built) is Event and type(dot) is Dot and built == Event("s", b"k", b"d", (), Dot("p", 1),
-                                                                          context, b"x", b"")
-    except TypeError:
-        return False
-
-
-SHELLS = _shells_work()
-make_event = _make_event_shell if SHELLS else _make_event_setters
-make_dot = _make_dot_shell if SHELLS else _make_dot_setters
+SHELLS = FAST_BUILD
+make_event = make_event_unchecked
+make_dot = make_dot_unchecked
 
 
 def _vector(context: list) -> VersionVector:
