@@ -131,6 +131,16 @@ class IndexedStore:
     def write_prepared(self, prepared: Any) -> None:
         raise NotImplementedError
 
+    def _write_drops(self, streams: list[str]) -> list[Any]:
+        """Make one drop record per stream durable (one fsync); return their locations."""
+        raise NotImplementedError
+
+    def _place_marker(self, rid: int, location: Any) -> None:
+        """Record where the drop record `rid` is."""
+
+    def _released(self, rids: list[int]) -> None:
+        """The records `rids` are dropped: their bytes may be freed."""
+
     def close(self) -> None:
         self._pending = None
 
@@ -309,6 +319,38 @@ class IndexedStore:
         self._index.set_state(rid, state)
         if state == DEAD:
             self._corrupt.pop(rid, None)
+
+    # -- dropping --
+    def drop_streams(self, streams: Sequence[str]) -> bool:
+        """Forget every event of `streams` (the peer no longer replicates them), durably.
+
+        One drop record per stream is made durable first (one fsync), then the indexes
+        forget: a crash before the fsync leaves the data, after it nothing, and a reopened
+        store replays the drop. Events of a stream written later are kept. Returns False,
+        doing nothing, while a prepared batch is on its way to disk (try again later).
+        Raises LocalProtocolError for a system (`$`) stream or a non-string."""
+        for name in streams:
+            if not isinstance(name, str) or name.startswith(SYSTEM_PREFIX):
+                raise LocalProtocolError(f"cannot drop stream {name!r}")
+        if self._pending is not None:
+            return False
+        index = self._index
+        names = [name for name in sorted(set(streams)) if (found := index.stream(name)) is not None and found.logs]
+        if not names:
+            return True
+        locations = self._write_drops(names)
+        for name, location in zip(names, locations):
+            self._forget(name)
+            self._place_marker(index.register_marker(), location)
+        return True
+
+    def _forget(self, name: str) -> None:
+        """Apply a drop record of stream `name` to the indexes (live and on replay)."""
+        sid = self._index.stream_ids[name]
+        rids = self._index.drop_stream(name)
+        for rid in [rid for rid in self._corrupt if self._index.rid_stream[rid] == sid]:
+            del self._corrupt[rid]
+        self._released(rids)
 
     # -- reading --
     def get(self, stream: str, key: bytes) -> Event | None:

@@ -16,7 +16,7 @@ the 64-bit hash of its natural key. On top of that:
 
 States: LIVE (served), LOSER (a conflict loser: its dot counts as seen, never served),
 CORRUPT (failed its digest: out of the vector until repaired) and DEAD (superseded by a
-repair or a duplicate copy). This module does no I/O; `base.IndexedStore` drives it.
+repair or a duplicate copy, or its stream dropped). This module does no I/O; `base.IndexedStore` drives it.
 """
 
 from __future__ import annotations
@@ -294,6 +294,31 @@ class StoreIndex:
         self.rid_counter.append(0)
         self.rid_state.append(CORRUPT)
         return rid
+
+    def register_marker(self) -> int:
+        """A rid for a record that holds no event (a drop record): never served or scrubbed."""
+        rid = len(self.rid_state)
+        self.rid_stream.append(NO_STREAM)
+        self.rid_peer.append(0)
+        self.rid_counter.append(0)
+        self.rid_state.append(DEAD)
+        return rid
+
+    def drop_stream(self, name: str) -> list[int]:
+        """Forget every record of stream `name` (they become DEAD) and start it afresh:
+        empty order, logs and vector. Returns the rids that held its dots. Their keys stay
+        in the key table (it never removes) and are skipped by state, so a later copy of
+        an event is stored as new."""
+        stream = self.stream(name)
+        if stream is None:
+            return []
+        rids = [rid for log in stream.logs.values() for rid in log.rids]
+        states = self.rid_state
+        for rid in rids:
+            states[rid] = DEAD
+        self.streams[stream.sid] = StreamIndex(name, stream.sid)
+        self.changed_streams.add(stream.sid)
+        return rids
 
     def register_dead(self, stream_name: str, dot: Dot) -> int:
         """A rid for a record that adds nothing (a duplicate copy of a held dot)."""

@@ -2,7 +2,7 @@
 
 It shares every rule with the segment log (`base.IndexedStore`); only the bytes' home
 differs. Nothing here is durable: the simulator models fsync latency and crash loss itself.
-`damage(stream, key)` lets the simulator's disk model (and tests) corrupt a record; the
+`drop_streams` frees the dropped events at once. `damage(stream, key)` lets the simulator's disk model (and tests) corrupt a record; the
 store then behaves exactly as the segment log does for a record that fails its digest.
 """
 
@@ -31,6 +31,19 @@ class MemoryStore(IndexedStore):
         """Nothing to write: memory is 'durable' as soon as the batch is committed."""
         assert isinstance(prepared, Prepared)
         prepared.written = True
+
+    def _write_drops(self, streams: list[str]) -> list[Any]:
+        return [None] * len(streams)
+
+    def _place_marker(self, rid: int, location: Any) -> None:
+        assert rid == len(self._records)
+        self._records.append(None)
+
+    def _released(self, rids: list[int]) -> None:
+        records = self._records
+        for rid in rids:
+            records[rid] = None
+            self._damaged.discard(rid)
 
     def _committed(self, prepared: Prepared) -> None:
         assert prepared.first_rid == len(self._records)

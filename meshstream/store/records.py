@@ -13,7 +13,9 @@ record (`event_sound`) hashes the envelope body once and compares both the envel
 digest field and the header digest; the envelope's framing bytes are checked exactly
 (`body_span`), so every byte of the record is covered and any flip is caught.
 `MSE1` records (written before `MSE2`, digest = BLAKE3-128 of the whole envelope) are
-still read.
+still read. `MSR1` (a *drop* record, CBOR `[stream]`, digest BLAKE3-128 of the body) says
+that every record of the stream before it is gone (the peer no longer replicates it); a
+replay forgets them there, and records after it belong to the stream afresh.
 
 `scan_segment` walks a segment and yields every record, resynchronising on the next magic
 after a damaged one, so one flipped byte costs one record, never the rest of the file. A
@@ -38,8 +40,10 @@ from meshstream.errors import CorruptRecord
 EVENT_MAGIC = b"MSE2"
 EVENT_MAGIC_V1 = b"MSE1"
 DOT_MAGIC = b"MSD1"
+DROP_MAGIC = b"MSR1"
 KIND_EVENT = 1
 KIND_DOT = 2
+KIND_DROP = 3
 HEADER = struct.Struct("<4sI16s")
 HEADER_BYTES = HEADER.size
 RECORD_DIGEST_BYTES = 16
@@ -47,7 +51,7 @@ RECORD_BODY_BYTES_MAX = 80 * 1024 * 1024  # above the envelope's 64 MiB data cei
 TORN = "torn"  # Scanned.error of a torn tail
 PAST_END = "length runs past the end of the data"
 MISMATCH = "digest mismatch"
-_MAGICS = {EVENT_MAGIC: KIND_EVENT, EVENT_MAGIC_V1: KIND_EVENT, DOT_MAGIC: KIND_DOT}
+_MAGICS = {EVENT_MAGIC: KIND_EVENT, EVENT_MAGIC_V1: KIND_EVENT, DOT_MAGIC: KIND_DOT, DROP_MAGIC: KIND_DROP}
 _blake3 = blake3.blake3
 _loads = cbor2.loads
 _dumps = cbor2.dumps
@@ -84,6 +88,20 @@ def decode_dot_body(body: bytes) -> tuple[str, Dot]:
     if not isinstance(stream, str) or not isinstance(peer, str) or type(counter) is not int or counter < 1:
         raise ValueError("a dot record must be [stream, peer, counter]")
     return stream, Dot(peer, counter)
+
+
+def encode_drop_record(stream: str) -> bytes:
+    """A drop record: the records of `stream` written before it are gone."""
+    body = _dumps([stream])
+    return _pack(DROP_MAGIC, len(body), record_digest(body)) + body
+
+
+def decode_drop_body(body: bytes) -> str:
+    """The stream a drop record names. Raise ValueError unless the body is `[stream]`."""
+    value = _loads(body)
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], str):
+        raise ValueError("a drop record must be [stream]")
+    return value[0]
 
 
 # -- checking and reading events fast -------------------------------------------------------

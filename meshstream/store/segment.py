@@ -16,6 +16,10 @@ records) is new since the last one, so a crash leaves little to replay. The snap
 raw array sections read straight into place, so loading costs no more memory than the
 indexes themselves (about 55-70 bytes an event, the key table's load varying).
 
+`drop_streams` appends drop records (`records.py`) with one fsync; their streams' records
+stay in the segments (there is no compaction yet) but are never read again once a
+snapshot covers them, and a replay forgets them at the drop record.
+
 Reads go through per-segment read descriptors owned by the caller's thread, and runs of
 adjacent records are fetched with one `pread`.
 """
@@ -196,17 +200,23 @@ class SegmentStore(IndexedStore):
 
     def _replay_record(self, segment: int, found: records.Scanned) -> None:
         self.recovery["replayed"] += 1
-        event, dot_record = None, None
+        event, dot_record, dropped = None, None, None
         try:
             if found.kind == records.KIND_EVENT:  # the scan checked its digest: decode only
                 start, end = records.body_span(found.body)
                 event = records.decode_trusted(found.body, start, end)
             elif found.kind == records.KIND_DOT:
                 dot_record = records.decode_dot_body(found.body)
+            elif found.kind == records.KIND_DROP:
+                dropped = records.decode_drop_body(found.body)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, cbor2.CBORDecodeError):
             found = records.Scanned(found.offset, found.length, 0, b"", "undecodable body")
         if event is not None:
             rid = self._replay_event(event)
+        elif dropped is not None:
+            if dropped in self._index.stream_ids:
+                self._forget(dropped)
+            rid = self._index.register_marker()
         elif dot_record is not None:
             rid = self._replay_dot(*dot_record)
         else:
@@ -406,6 +416,32 @@ class SegmentStore(IndexedStore):
             os.close(self._writer_fd)
         self._writer_fd, self._writer_segment = fd, segment
         self._fsync_directory()  # the new file's name must survive a crash too
+
+    def _write_drops(self, streams: list[str]) -> list[Any]:
+        """Append one drop record per stream at the tail with one write and fsync (the
+        caller checked that no prepared batch is on its way). A failed write leaves no
+        partial record behind: the streams are then not dropped."""
+        encoded = [records.encode_drop_record(stream) for stream in streams]
+        buffer = b"".join(encoded)
+        segment, offset = self._tail_segment, self._tail_size
+        if offset > 0 and offset + len(buffer) > self._config.segment_bytes_max:
+            segment, offset = segment + 1, 0
+        if segment != self._writer_segment:
+            self._open_writer(segment)
+        try:
+            written = 0
+            while written < len(buffer):
+                written += os.pwrite(self._writer_fd, buffer[written:], offset + written)
+            os.fdatasync(self._writer_fd)
+        except OSError:
+            os.ftruncate(self._writer_fd, offset)
+            raise
+        self._tail_segment, self._tail_size = segment, offset + len(buffer)
+        offsets = itertools.accumulate((len(record) for record in encoded[:-1]), initial=offset)
+        return [(segment, at, len(record)) for at, record in zip(offsets, encoded)]
+
+    def _place_marker(self, rid: int, location: Any) -> None:
+        self._add_location(rid, *location)
 
     def _committed(self, prepared: Prepared) -> None:
         count, lengths = len(prepared.events), prepared.lengths

@@ -72,6 +72,8 @@ def _body_problem(found: records.Scanned) -> str:
     try:
         if found.kind == records.KIND_EVENT:
             decode_event(found.body)
+        elif found.kind == records.KIND_DROP:
+            records.decode_drop_body(found.body)
         else:
             records.decode_dot_body(found.body)
     except (MeshError, ValueError) as exc:
