@@ -85,4 +85,10 @@ class EventStore(Protocol):
     def corrupt_records(self) -> list[Any]:
         """CorruptRecord errors found so far and not yet repaired."""
 
+    def drop_streams(self, streams: Sequence[str]) -> bool:
+        """Forget every event of `streams` durably (the peer no longer replicates them): a
+        crash leaves all of a stream's events or none, a reopen never brings them back, and
+        events of a stream written later are kept. False (nothing done) while a prepared
+        batch is on its way to disk. Raises LocalProtocolError for a `$` stream."""
+
     def close(self) -> None: ...
