@@ -269,6 +269,8 @@ def main() -> None:
         if profiler:
             profiler.disable()
         report(rig, len(frames) * args.batch, wall)
+        if profiler and os.environ.get("PROFILE_OUT"):
+            profiler.dump_stats(os.environ["PROFILE_OUT"])  # for print_callers and friends
         if profiler:
             pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("LINES", "30")))
     finally:

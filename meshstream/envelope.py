@@ -88,27 +88,34 @@ class Event:
         the one before: the i-th item gets dot (writer, counter + i + 1) and `context`
         with the writer's entry set to the counter before it (left as it is for the first
         item when `counter` is 0). Items are (key, data, normalized metadata), validated
-        by the caller. The same bytes as `seal`, without sorting a vector per event."""
+        by the caller. The same bytes as `seal`: the parts every event of the run shares
+        (stream, writer, the other peers of the context) are encoded once, and each body
+        is joined from them and the heads of its key, data and counters (a master seals
+        every event it takes: the encoder cost ~3 us an event, this ~1 us)."""
         ordered = dict(context.items())
         if counter:
             ordered[writer] = counter
         ordered = {peer: ordered[peer] for peer in sorted(ordered)}
-        flat = _flatten(ordered)
-        slot = list(ordered).index(writer) * 2 + 1 if writer in ordered else -1
+        start = b"\x87\x01" + _dumps(stream)  # [ENVELOPE_VERSION, stream, ...
+        dot_start = b"\x82" + _dumps(writer)  # [writer, counter]
+        held = ordered.get(writer)  # the writer's entry in the next event's context
+        around = _context_around(ordered, writer) if held is not None else (_dumps(_flatten(ordered)), b"")
         events: list[Event] = []
         for key, data, metadata in items:
             counter += 1
-            body = _dumps([ENVELOPE_VERSION, stream, key, data, dict(metadata), [writer, counter], flat])
+            size = len(data)
+            body = b"".join((start, _BYTES_HEADS[len(key)] if len(key) < 256 else _head(0x40, len(key)), key,
+                             _BYTES_HEADS[size] if size < 256 else _head(0x40, size), data,
+                             _dumps(dict(metadata)) if metadata else b"\xa0", dot_start, _head(0, counter),
+                             around[0], b"" if held is None else _head(0, held), around[1]))
             digest = _blake3(body).digest()
             events.append(_make_event(stream, key, data, metadata, _make_dot(writer, counter),
                                       _make_vector(dict(ordered)), digest, _envelope(body, digest)))
-            ordered[writer] = counter
-            if slot < 0:  # the writer's first event in this stream: it joins the context
+            if held is None:  # the writer's first event in this stream: it joins the context
+                ordered[writer] = counter
                 ordered = {peer: ordered[peer] for peer in sorted(ordered)}
-                flat = _flatten(ordered)
-                slot = list(ordered).index(writer) * 2 + 1
-            else:
-                flat[slot] = counter
+                around = _context_around(ordered, writer)
+            ordered[writer] = held = counter
         return events
 
     def metadata_dict(self) -> dict[str, MetadataValue]:
@@ -235,6 +242,33 @@ def _envelope(body: bytes, digest: bytes) -> bytes:
     else:
         head = b"\x82\x5b" + size.to_bytes(8, "big")
     return b"".join((head, body, _DIGEST_HEAD, digest))
+
+
+_BYTES_HEADS = tuple(bytes((0x40 | n,)) if n < 24 else bytes((0x58, n)) for n in range(256))
+
+
+def _head(major: int, value: int) -> bytes:
+    """The CBOR head of major type `major` (0x00 unsigned, 0x40 bytes...) with argument
+    `value`, in its shortest form, as cbor2 writes it."""
+    if value < 24:
+        return bytes((major | value,))
+    if value < 0x100:
+        return bytes((major | 24, value))
+    if value < 0x10000:
+        return bytes((major | 25,)) + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return bytes((major | 26,)) + value.to_bytes(4, "big")
+    return bytes((major | 27,)) + value.to_bytes(8, "big")
+
+
+def _context_around(counters: dict[str, int], writer: str) -> tuple[bytes, bytes]:
+    """The flat CBOR vector of `counters` (sorted, holding `writer`) in two parts: the
+    bytes before the writer's counter and those after it."""
+    flat = _flatten(counters)
+    slot = flat.index(writer) + 1
+    assert slot % 2 == 1, "peer names and counters alternate"
+    return (_head(0x80, len(flat)) + b"".join([_dumps(value) for value in flat[:slot]]),
+            b"".join([_dumps(value) for value in flat[slot + 1:]]))
 
 
 def _flatten(counters: dict[str, int]) -> list:

@@ -131,6 +131,24 @@ def test_seal_run_gives_the_bytes_of_sequence_per_event(stream, writer, counter,
         assert decode_event(event.envelope) == expected
 
 
+HEAD_EDGES = [0, 1, 22, 23, 24, 254, 255, 256, 65534, 65535, 65536, 2**32 - 2, 2**32 - 1, 2**32, 2**63 - 10]
+
+
+@given(st.sampled_from(HEAD_EDGES), st.sampled_from([0, 23, 24, 255, 256, 65535, 65536, 70_000]),
+       st.sampled_from([1, 23, 24, 200]), contexts, st.sampled_from(PEERS), st.booleans())
+def test_seal_run_bytes_across_cbor_head_widths(counter, data_bytes, key_bytes, context, writer, with_meta):
+    """seal_run joins bodies from CBOR heads it writes itself: at every head-width edge of
+    counters, data and key lengths they must be the encoder's bytes."""
+    meta = (("a", 1), ("bb", b"x")) if with_meta else ()
+    items = [(b"k" * key_bytes, b"d" * data_bytes, meta), (b"j" * key_bytes, b"", ())]
+    counters = dict(context)
+    for offset, (event, (key, data, metadata)) in enumerate(zip(Event.seal_run("s", writer, counter, context, items), items)):
+        if counter + offset:
+            counters[writer] = counter + offset
+        expected = Event.sequence("s", key, data, metadata, Dot(writer, counter + offset + 1), VersionVector(counters))
+        assert event.envelope == expected.envelope and event == expected
+
+
 @given(events, st.sampled_from([0, 1, 2]))
 def test_envelopes_with_wide_length_heads_decode_the_same(event, widen):
     """Non-minimal (but valid) CBOR heads around the body decode as the minimal ones."""
