@@ -15,8 +15,8 @@ Catch-up (readiness), decided by each shard's master, locally:
 - `settled`: the last replica set whose members were all confirmed. Members of it that
   left the placement but are live are *retiring*: they still receive pushes and count
   toward acks until the new set is all confirmed, so a write is never acknowledged by
-  fewer full copies than before the move. Retiring replicas keep their data (dropping it
-  is not implemented; it is optional and the last copy is never at risk).
+  fewer full copies than before the move. A retired replica drops its data once every
+  member of the new set holds all of it (`retire.py`).
 
 Master balance and handover (master side, each tick):
 - `topology.election.balanced_masters(view)` says where each shard's master should be
@@ -43,12 +43,15 @@ from typing import TYPE_CHECKING
 from meshstream.clocks import VersionVector
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.effects import Effect, Journal, Send
+from meshstream.protocol.retire import RELEASE_EVERY_INTERVALS, RELEASE_MESSAGES, Retirement
 from meshstream.wire.rebalance_messages import (
     QUERY_SHARDS_MAX,
     CatchUpQuery,
     CatchUpReply,
     HandoverDone,
     HandoverPrepare,
+    ReleaseQuery,
+    ReleaseReply,
     ShardEpoch,
     ShardProgress,
 )
@@ -68,7 +71,7 @@ QUERY_EVERY_INTERVALS = 4  # a replica asks its master every 4th gossip interval
 STEADY_INTERVALS = 10  # rebalance only once the live set has not changed for 10 gossip intervals
 DRAIN_TIMEOUT_S = 1.5  # a leaving peer waits this long for handovers (the simulator's grace is 2 s)
 RATE_SMOOTHING = 0.5  # weight of the newest sample in a catch-up rate (events/s)
-REBALANCE_MESSAGES = (CatchUpQuery, CatchUpReply, HandoverPrepare, HandoverDone)
+REBALANCE_MESSAGES = (CatchUpQuery, CatchUpReply, HandoverPrepare, HandoverDone) + RELEASE_MESSAGES
 
 
 @dataclass(slots=True)
@@ -107,6 +110,7 @@ class Rebalance:
         self._pruned_version = -1
         self._ticks = 0
         self._live_seen: tuple[int, list[str], float] = (-1, [], 0.0)  # (view version, live peers, since)
+        self.retirement = Retirement(self)
 
     @staticmethod
     def handles(message: object) -> bool:
@@ -123,6 +127,10 @@ class Rebalance:
                 return self.on_prepare(src, message, now)
             case HandoverDone():
                 return self.on_done(src, message, now)
+            case ReleaseQuery():
+                return self.retirement.on_query(src, message, now)
+            case ReleaseReply():
+                return self.retirement.on_reply(src, message, now)
         raise AssertionError(f"not a rebalancing message: {message!r}")
 
     # ------------------------------------------------------------------ queries for the write path
@@ -143,6 +151,19 @@ class Rebalance:
         settled = self._settled.get(shard, ())
         return {p for p in peers if p in ready or p in settled}
 
+    def all_confirmed(self, shard: int) -> bool:
+        """Master side: every member of the shard's placement is confirmed caught up."""
+        ready = self._ready_set(shard)
+        return all(peer in ready for peer in self.node.placement(shard))
+
+    def confirmed_here(self, shard: int, master: tuple[str, int]) -> bool:
+        """Replica side: `master` (peer, epoch) has confirmed this peer caught up on `shard`."""
+        return self._confirmed.get(shard) == master
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_deadline is not None
+
     def _ready_set(self, shard: int) -> set[str]:
         master = self.node.topology.master(shard)
         epoch = master[1] if master is not None else 0
@@ -162,12 +183,14 @@ class Rebalance:
         self._ticks += 1
         effects = self._queries(prepared_only=self._ticks % QUERY_EVERY_INTERVALS != 0)
         effects += self._expire_handovers(now)
-        if self._drain_deadline is not None or (self.node.can_sequence() and self._steady(now)):
+        if self._drain_deadline is not None or (self.node.can_sequence() and self.steady(now)):
             effects += self._start_handovers(now)
         effects += self._finish_drain(now)
+        if self._ticks % RELEASE_EVERY_INTERVALS == RELEASE_EVERY_INTERVALS // 2:
+            effects += self.retirement.tick(now)
         return effects
 
-    def _steady(self, now: float) -> bool:
+    def steady(self, now: float) -> bool:
         """The live set has not changed for STEADY_INTERVALS and this peer is on the majority
         side: moving masters during churn or on a minority side only adds elections."""
         topology = self.node.topology
@@ -406,4 +429,5 @@ class Rebalance:
         ]
         handovers = [{"shard": shard, "to": h.successor, "epoch": h.epoch} for shard, h in sorted(self._handovers.items())]
         return {"catching_up": catching_up, "handovers": handovers, "handovers_done": self.handovers_done,
-                "draining": self._drain_deadline is not None, "departed": self.departed}
+                "draining": self._drain_deadline is not None, "departed": self.departed,
+                "shards_dropped": self.retirement.shards_dropped}

@@ -1,4 +1,5 @@
-"""Peer-to-peer rebalancing messages (kinds 80-89): catch-up checks and master handovers.
+"""Peer-to-peer rebalancing messages (kinds 80-89): catch-up checks, master handovers and
+releasing retired replicas.
 
 - `CatchUpQuery` (replica -> live master): "here are my version vectors for these shards
   of yours". The master answers with a `CatchUpReply` per shard: how many events the
@@ -8,6 +9,8 @@
 - `HandoverDone` (master -> successor and replicas): the `MasterElected(epoch + 1)` event
   naming the successor, and the replicas the old master had confirmed caught up (the new
   master inherits them, so quorum writes do not wait for every replica to ask again).
+- `ReleaseQuery` / `ReleaseReply` (a retired replica -> each member of the shard's new
+  set): may the retired replica drop the shard? See `protocol/retire.py`.
 
 Like every message these are frozen dataclasses checked field by field by the codec.
 """
@@ -73,3 +76,23 @@ class HandoverDone:
     shard: int
     election: Event  # the $topology event of MasterElected(shard, successor, epoch + 1)
     ready: tuple[str, ...]  # replicas confirmed caught up by the old master
+
+
+@message(84)
+@dataclass(frozen=True, slots=True)
+class ReleaseQuery:
+    """A peer that left these shards' replica sets asks a member of the new set whether
+    it durably holds everything the asker holds (`vectors`: the asker's, per stream)."""
+
+    shards: tuple[int, ...]
+    vectors: tuple[StreamVector, ...]
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.shards) <= QUERY_SHARDS_MAX or any(shard < 0 for shard in self.shards):
+            raise ValueError(f"a release query names 1-{QUERY_SHARDS_MAX} shards >= 0")
+
+
+@message(85)
+@dataclass(frozen=True, slots=True)
+class ReleaseReply:
+    covered: tuple[int, ...]  # the asked shards this member covers: caught up, holding all the asker has

@@ -1,0 +1,87 @@
+"""Retired replicas drop their data once the new set holds it (meshstream/protocol/retire.py),
+between Nodes wired back to back."""
+
+from __future__ import annotations
+
+from meshstream.clocks import VersionVector
+from meshstream.wire.rebalance_messages import ReleaseQuery, ReleaseReply
+from meshstream.wire.replication_messages import StreamVector
+from meshstream.wire.schema import message_from_bytes, message_to_bytes
+from tests.node_harness import Harness, fast_config
+
+STREAMS = [f"s{i}" for i in range(24)]
+
+
+def keys(count: int, prefix: str) -> list[tuple[bytes, bytes]]:
+    return [(f"{prefix}{i}".encode(), f"value {prefix}{i}".encode()) for i in range(count)]
+
+
+def held(harness: Harness, name: str, stream: str) -> set[bytes]:
+    return {event.key for event in harness.read_all(name, stream)}
+
+
+def placement_holds_all(harness: Harness, names: list[str], written: dict[str, set[bytes]]) -> bool:
+    """Every replica of every stream holds all of it; every other peer holds none of it."""
+    for stream, wanted in written.items():
+        replicas = set(harness.replicas_of(stream, names[0]))
+        for name in names:
+            have = held(harness, name, stream)
+            if (name in replicas and have != wanted) or (name not in replicas and have):
+                return False
+    return True
+
+
+def grow(seed: int, joiners: list[str]) -> tuple[Harness, dict[str, set[bytes]], list[str]]:
+    harness = Harness(seed, config=fast_config(shards=8, replication_factor=2))
+    harness.form_mesh(["n1", "n2"])
+    written: dict[str, set[bytes]] = {}
+    for stream in STREAMS:
+        reply = harness.append("n1", stream, keys(10, stream), "quorum")
+        assert reply.code == "", f"seed={seed}: {reply}"
+        written[stream] = {a.key for a in reply.appended}
+    for name in joiners:
+        harness.start(name, seeds=("n1",))
+    return harness, written, ["n1", "n2", *joiners]
+
+
+def test_messages_round_trip() -> None:
+    query = ReleaseQuery((1, 5), (StreamVector("s", VersionVector({"n1": 4})),))
+    for message in (query, ReleaseReply((1, 5)), ReleaseReply(())):
+        assert message_from_bytes(message_to_bytes(message)) == message
+
+
+def test_replaced_replicas_drop_their_data_and_the_new_set_holds_all_of_it() -> None:
+    harness, written, names = grow(71, ["n3", "n4", "n5"])
+    harness.wait_for(lambda: harness.agreed(names) and placement_holds_all(harness, names, written), 30,
+                     "seed=71: retired replicas dropped, new sets complete")
+    dropped = sum(harness.node(n).rebalance.retirement.shards_dropped for n in names)
+    assert dropped > 0, "seed=71: nothing was dropped"
+    harness.run_for(2.0)  # anti-entropy must not pull a dropped shard back
+    assert placement_holds_all(harness, names, written), "seed=71: a dropped shard came back"
+
+
+def test_no_drop_while_a_member_of_the_new_set_is_not_caught_up() -> None:
+    harness, written, names = grow(72, [])
+    joiner = harness.start("n3", seeds=("n1",))
+    joiner.take_events = lambda src, events, now, purpose: []  # n3 never stores what it is sent
+    harness.wait_for(lambda: harness.agreed(["n1", "n2", "n3"]), 10, "seed=72: n3 joined")
+    harness.run_for(4.0)
+    moved = [s for s in STREAMS if "n3" in harness.replicas_of(s, "n1")]
+    assert moved, "seed=72: no shard moved to n3"
+    for stream, wanted in written.items():
+        assert held(harness, "n1", stream) | held(harness, "n2", stream) == wanted, \
+            f"seed=72: {stream} dropped while n3 could not catch up"
+    for stream in moved:
+        assert all(held(harness, n, stream) == wanted for n in ("n1", "n2") for wanted in [written[stream]]), \
+            f"seed=72: a retiring replica of {stream} dropped it before n3 was caught up"
+    assert sum(harness.node(n).rebalance.retirement.shards_dropped for n in ("n1", "n2")) == 0
+
+
+def test_a_peer_that_reenters_the_set_catches_up_again() -> None:
+    harness, written, names = grow(73, ["n3", "n4"])
+    harness.wait_for(lambda: harness.agreed(names) and placement_holds_all(harness, names, written), 30,
+                     "seed=73: dropped after the join")
+    harness.crash("n4")  # n4's shards move back among n1-n3
+    rest = ["n1", "n2", "n3"]
+    harness.wait_for(lambda: harness.agreed(rest) and placement_holds_all(harness, rest, written), 40,
+                     "seed=73: the shards n4 held are back on their old replicas")
