@@ -11,6 +11,7 @@ import importlib
 import types
 import typing
 
+import cbor2
 import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
@@ -137,3 +138,30 @@ def test_every_kind_refuses_wrong_arity_and_wrong_types(kind, cls):
 def test_unknown_or_malformed_kinds_are_refused(value):
     with pytest.raises(RemoteProtocolError):
         schema.decode_message(value)
+
+
+def test_inline_field_checks_pass_only_what_the_field_decoders_would():
+    """Record decoders check plain fields inline and hand anything else to the field's
+    decoder: each edge below must decode, convert or be refused as that decoder does."""
+    from meshstream.wire.messages import AppendItem, AppendRequest, Appended, AppendReply, ReadRequest
+
+    item = [b"k", b"d", {}]
+    request = schema.decode_message([2, 7, "orders", [item, [b"j", b"", {"a": 1, "bb": b"x"}]], "all"])
+    assert request == AppendRequest(7, "orders", (AppendItem(b"k", b"d", {}), AppendItem(b"j", b"", {"a": 1, "bb": b"x"})), "all")
+    assert all(type(i) is AppendItem for i in request.items)
+    assert schema.decode_message([4, 1, "s", [], 10, 2]).wait_s == 2.0  # an int where a float goes
+    assert type(schema.decode_message([4, 1, "s", [], 10, 2]).wait_s) is float
+    for bad in ([2, 7, "orders", [[b"k", b"d", {1: "x"}]], "all"],  # metadata keys must be text
+                [2, 7, "orders", [[b"k", b"d", {"a": 1.5}]], "all"],  # values text, int or bytes
+                [2, 7, "orders", [[b"k", bytearray(b"d"), {}]], "all"],
+                [2, 7, "orders", [[b"k", b"d"]], "all"],
+                [2, 7, "orders", [item], "sometimes"],  # __post_init__
+                [2, 2**64, "orders", [item], "all"],
+                [2, True, "orders", [item], "all"],
+                [3, 1, [[b"k", ["n1", 0], b"d", False]], "", "", True],  # dot counters start at 1
+                [3, 1, [[b"k", ["n1", 1], b"d", 1]], "", "", True]):
+        with pytest.raises(RemoteProtocolError):
+            schema.decode_message(bad)
+    reply = AppendReply(1, (Appended(b"k", Dot("n1", 2**40), b"d", True),), "", "", True)
+    assert schema.message_from_bytes(schema.message_to_bytes(reply)) == reply
+    assert schema.message_to_bytes(reply) == cbor2.dumps([3, 1, [[b"k", ["n1", 2**40], b"d", True]], "", "", True])
