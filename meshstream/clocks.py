@@ -11,6 +11,7 @@ a version vector a flat list `[peer1, counter1, peer2, counter2, ...]` sorted by
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from meshstream.errors import RemoteProtocolError
 
 COUNTER_MAX = 2**63 - 1  # counters are CBOR uint64-safe and fit SQL/struct int64
+PEER_CHARS_MAX = 64  # a clock peer is 1-64 characters
 VECTOR_PEERS_MAX = 4096  # a vector names at most this many peers (the mesh tops out near 1000)
 
 
@@ -47,7 +49,7 @@ class Dot:
 
 
 def _check_entry(peer: object, counter: object) -> None:
-    if not isinstance(peer, str) or not 1 <= len(peer) <= 64:
+    if not isinstance(peer, str) or not 1 <= len(peer) <= PEER_CHARS_MAX:
         raise RemoteProtocolError(f"clock peer must be 1-64 characters of text, got {peer!r}")
     if type(counter) is not int or not 1 <= counter <= COUNTER_MAX:
         raise RemoteProtocolError(f"clock counter must be 1..2^63-1, got {counter!r}")
@@ -59,8 +61,18 @@ class VersionVector(Mapping[str, int]):
     __slots__ = ("_counters", "_hash")
 
     def __init__(self, counters: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
-        items = counters.items() if isinstance(counters, Mapping) else counters
-        self._counters: dict[str, int] = {peer: count for peer, count in sorted(items) if count > 0}
+        if type(counters) is dict:
+            # The usual case, a plain dict (a store's or topology log's vector of ~N peers):
+            # sorting the keys alone and dropping non-positive counts only when there are
+            # any is ~2.5x cheaper than sorting (peer, count) pairs through a filter.
+            peers = sorted(counters)
+            ordered = dict(zip(peers, map(counters.__getitem__, peers)))
+            if ordered and min(ordered.values()) <= 0:
+                ordered = {peer: count for peer, count in ordered.items() if count > 0}
+            self._counters: dict[str, int] = ordered
+        else:
+            items = counters.items() if isinstance(counters, Mapping) else counters
+            self._counters = {peer: count for peer, count in sorted(items) if count > 0}
         self._hash: int | None = None
 
     # -- Mapping --
@@ -142,30 +154,52 @@ class VersionVector(Mapping[str, int]):
 
     # -- CBOR --
     def to_cbor(self) -> list[Any]:
-        flat: list[Any] = []
-        for peer, count in self._counters.items():
-            flat.append(peer)
-            flat.append(count)
-        return flat
+        return list(itertools.chain.from_iterable(self._counters.items()))
 
     @classmethod
     def from_cbor(cls, value: object) -> "VersionVector":
         """Raise RemoteProtocolError unless value is a flat, peer-sorted [peer, counter, ...]."""
         if not isinstance(value, list) or len(value) % 2 or len(value) > 2 * VECTOR_PEERS_MAX:
             raise RemoteProtocolError("a version vector must be a flat list [peer, counter, ...]")
-        counters: dict[str, int] = {}
-        previous = None
-        for index in range(0, len(value), 2):
-            peer, count = value[index], value[index + 1]
-            _check_entry(peer, count)
-            if previous is not None and peer <= previous:
-                raise RemoteProtocolError("version vector peers must be sorted and unique")
-            previous = peer
-            counters[peer] = count
+        peers, counts = value[0::2], value[1::2]
+        counters = dict(zip(peers, counts)) if _plain_entries(peers, counts) else {}
+        if len(counters) != len(peers):  # a bad entry, or a peer twice
+            counters = _checked_entries(value)  # raises the error of the first bad one
         vector = cls.__new__(cls)
         vector._counters = counters
         vector._hash = None
         return vector
+
+
+def _plain_entries(peers: list[Any], counts: list[Any]) -> bool:
+    """True when every peer is 1-64 characters of text, in ascending order, and every
+    count an int in 1..COUNTER_MAX. Each test is one pass in C: a `$topology` vector
+    names every peer of the mesh and arrives in every anti-entropy pull of it, so
+    checking it entry by entry in Python cost a 500-peer simulation seconds."""
+    if not peers:
+        return True
+    return (set(map(type, peers)) == _STR and set(map(type, counts)) == _INT
+            and min(counts) >= 1 and max(counts) <= COUNTER_MAX
+            and "" not in peers and max(map(len, peers)) <= PEER_CHARS_MAX
+            and peers == sorted(peers))
+
+
+_STR, _INT = {str}, {int}
+
+
+def _checked_entries(value: list[Any]) -> dict[str, int]:
+    """The entries of a flat vector checked one by one in order; raises
+    RemoteProtocolError for the first bad one (`_plain_entries` only says whether all pass)."""
+    counters: dict[str, int] = {}
+    previous = None
+    for index in range(0, len(value), 2):
+        peer, count = value[index], value[index + 1]
+        _check_entry(peer, count)
+        if previous is not None and peer <= previous:
+            raise RemoteProtocolError("version vector peers must be sorted and unique")
+        previous = peer
+        counters[peer] = count
+    return counters
 
 
 EMPTY = VersionVector()

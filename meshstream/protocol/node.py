@@ -159,23 +159,21 @@ class Node:
 
     def responsible_shards(self, peer: str) -> frozenset[int]:
         """The shards `peer` replicates or masters, in this peer's view."""
-        return self._placements()[0].get(peer, frozenset())
+        by_peer, by_shard = self._placements()
+        shards = by_peer.get(peer)
+        if shards is None:  # per peer asked (this one, a partner), not for all ~N: O(shards)
+            shards = by_peer[peer] = frozenset(s for s, peers in by_shard.items() if peer in peers)
+        return shards
 
     def _placements(self) -> tuple[dict[str, frozenset[int]], dict[int, tuple[str, ...]]]:
         version = self.topology.placement_version  # not `version`: most joins move no replica
         if self._placement_cache is None or self._placement_cache[0] != version:
             by_shard: dict[int, tuple[str, ...]] = {}
-            by_peer: dict[str, set[int]] = {}
             for shard in range(self.topology.shards or 0):
                 peers = self.topology.replica_set(shard)
                 master = self.topology.live_master(shard)
-                if master is not None and master not in peers:
-                    peers = peers + (master,)
-                by_shard[shard] = peers
-                for peer in peers:
-                    by_peer.setdefault(peer, set()).add(shard)
-            frozen = {peer: frozenset(shards) for peer, shards in by_peer.items()}
-            self._placement_cache = (version, frozen, by_shard)
+                by_shard[shard] = peers if master is None or master in peers else peers + (master,)
+            self._placement_cache = (version, {}, by_shard)
         return self._placement_cache[1], self._placement_cache[2]
 
     def failed_peers(self) -> list[str]:
@@ -390,11 +388,13 @@ class Node:
             raise LocalProtocolError(f"persisted() for unknown token {token}")
         purpose = self._tokens.pop(token)
         events, fresh = self._token_events.pop(token)
+        unpersisted, in_flight = self.unpersisted, self._unpersisted_dots
         for event in events:
-            self._unpersisted_dots.discard((event.stream, event.dot))
-            if self.unpersisted.get(event.natural_key) is event:
-                del self.unpersisted[event.natural_key]
-            if event.stream == TOPOLOGY_STREAM and event.dot.peer == self.writer:
+            stream = event.stream
+            in_flight.discard((stream, event.dot))
+            if unpersisted.get((stream, event.key)) is event:
+                del unpersisted[stream, event.key]
+            if stream == TOPOLOGY_STREAM and event.dot.peer == self.writer:
                 self._writer_durable = True
         effects = self._deliver(fresh, now)
         effects += self._on_durable(purpose, now)
@@ -430,19 +430,21 @@ class Node:
         token = self._next_token
         self._tokens[token] = purpose
         self._token_events[token] = (list(events), list(events if fresh is None else fresh))
-        streams: set[str] = set()
-        vectors: dict[str, VersionVector] = {}
+        unpersisted, in_flight = self.unpersisted, self._unpersisted_dots
+        tops: dict[tuple[str, str], int] = {}  # (stream, writer) -> its head in flight or held
         for event in events:
-            self.unpersisted.setdefault(event.natural_key, event)
-            self._unpersisted_dots.add((event.stream, event.dot))
-            streams.add(event.stream)
-            if event.stream not in vectors:
-                vectors[event.stream] = self.store.version_vector(event.stream)
-            heads = self._inflight_heads.setdefault(event.stream, {})
-            writer = event.dot.peer
-            if event.dot.counter == max(heads.get(writer, 0), vectors[event.stream].get(writer)) + 1:
-                heads[writer] = event.dot.counter
-        for stream in sorted(streams - {TOPOLOGY_STREAM}):  # once per stream, not per event
+            stream, dot = event.stream, event.dot
+            unpersisted.setdefault((stream, event.key), event)
+            in_flight.add((stream, dot))
+            top = tops.get((stream, dot.peer))
+            if top is None:  # once per run: the store's vector and the head of the runs before
+                top = max(self._inflight_heads.get(stream, {}).get(dot.peer, 0), self.store.version_vector(stream).get(dot.peer))
+            tops[stream, dot.peer] = dot.counter if dot.counter == top + 1 else top
+        for (stream, writer), top in tops.items():
+            heads = self._inflight_heads.setdefault(stream, {})
+            if top > heads.get(writer, 0):
+                heads[writer] = top  # a run extended it: contiguous with the store's vector
+        for stream in sorted({stream for stream, _ in tops} - {TOPOLOGY_STREAM}):  # once per stream
             self._note_stream(stream)
         return [Persist(token, tuple(events))]
 

@@ -15,6 +15,8 @@ hashes: order-independent, updated in O(1), equal exactly when the dot sets are 
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 from collections.abc import Iterable
 
 import blake3
@@ -71,6 +73,8 @@ class TopologyLog:
     def summary(self, holes_max: int) -> tuple[VersionVector, list[Dot]]:
         """The highest counter held per peer, and the dots below it not held (at most
         `holes_max`; a peer whose holes do not fit keeps its contiguous counter)."""
+        if not self._counters:
+            return self.vector, []  # no dots beyond the contiguous vector: the cached one
         tops = dict(self._tops)
         holes: list[Dot] = []
         for peer in sorted(self._counters):
@@ -108,7 +112,10 @@ class TopologyLog:
         found: list[Event] = []
         theirs = vector._counters  # noqa: SLF001  the plain dict: this runs per writer per pull
         tops = self._top
-        ahead = [peer for peer in self._writers() if tops[peer] > theirs.get(peer, 0)]
+        writers = self._writers()
+        # Compared in C (map/compress): a pull names every writer of the mesh, ~N of them.
+        ahead = list(itertools.compress(writers, map(operator.gt, map(tops.__getitem__, writers),
+                                                     map(theirs.get, writers, itertools.repeat(0)))))
         if lacking:
             ahead = sorted(set(ahead) | (lacking.keys() & tops.keys()))
         for peer in ahead:
