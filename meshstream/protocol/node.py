@@ -388,13 +388,11 @@ class Node:
             raise LocalProtocolError(f"persisted() for unknown token {token}")
         purpose = self._tokens.pop(token)
         events, fresh = self._token_events.pop(token)
-        unpersisted, in_flight = self.unpersisted, self._unpersisted_dots
         for event in events:
-            stream = event.stream
-            in_flight.discard((stream, event.dot))
-            if unpersisted.get((stream, event.key)) is event:
-                del unpersisted[stream, event.key]
-            if stream == TOPOLOGY_STREAM and event.dot.peer == self.writer:
+            self._unpersisted_dots.discard((event.stream, event.dot))
+            if self.unpersisted.get(event.natural_key) is event:
+                del self.unpersisted[event.natural_key]
+            if event.stream == TOPOLOGY_STREAM and event.dot.peer == self.writer:
                 self._writer_durable = True
         effects = self._deliver(fresh, now)
         effects += self._on_durable(purpose, now)
@@ -430,21 +428,19 @@ class Node:
         token = self._next_token
         self._tokens[token] = purpose
         self._token_events[token] = (list(events), list(events if fresh is None else fresh))
-        unpersisted, in_flight = self.unpersisted, self._unpersisted_dots
-        tops: dict[tuple[str, str], int] = {}  # (stream, writer) -> its head in flight or held
+        streams: set[str] = set()
+        vectors: dict[str, VersionVector] = {}
         for event in events:
-            stream, dot = event.stream, event.dot
-            unpersisted.setdefault((stream, event.key), event)
-            in_flight.add((stream, dot))
-            top = tops.get((stream, dot.peer))
-            if top is None:  # once per run: the store's vector and the head of the runs before
-                top = max(self._inflight_heads.get(stream, {}).get(dot.peer, 0), self.store.version_vector(stream).get(dot.peer))
-            tops[stream, dot.peer] = dot.counter if dot.counter == top + 1 else top
-        for (stream, writer), top in tops.items():
-            heads = self._inflight_heads.setdefault(stream, {})
-            if top > heads.get(writer, 0):
-                heads[writer] = top  # a run extended it: contiguous with the store's vector
-        for stream in sorted({stream for stream, _ in tops} - {TOPOLOGY_STREAM}):  # once per stream
+            self.unpersisted.setdefault(event.natural_key, event)
+            self._unpersisted_dots.add((event.stream, event.dot))
+            streams.add(event.stream)
+            if event.stream not in vectors:
+                vectors[event.stream] = self.store.version_vector(event.stream)
+            heads = self._inflight_heads.setdefault(event.stream, {})
+            writer = event.dot.peer
+            if event.dot.counter == max(heads.get(writer, 0), vectors[event.stream].get(writer)) + 1:
+                heads[writer] = event.dot.counter
+        for stream in sorted(streams - {TOPOLOGY_STREAM}):  # once per stream, not per event
             self._note_stream(stream)
         return [Persist(token, tuple(events))]
 
