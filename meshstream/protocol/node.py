@@ -46,7 +46,7 @@ from meshstream.protocol.effects import Deliver, Effect, Journal, Persist, Reply
 from meshstream.protocol.membership import Membership
 from meshstream.protocol.reads import Reads
 from meshstream.protocol.rebalance import Rebalance
-from meshstream.protocol.replication import Writes
+from meshstream.protocol.replication import Writes, track_in_flight
 from meshstream.protocol.scrub import Scrubber
 from meshstream.protocol.timers import Timers
 from meshstream.protocol.topology_log import TopologyLog
@@ -390,8 +390,8 @@ class Node:
         events, fresh = self._token_events.pop(token)
         for event in events:
             self._unpersisted_dots.discard((event.stream, event.dot))
-            if self.unpersisted.get(event.natural_key) is event:
-                del self.unpersisted[event.natural_key]
+            if self.unpersisted.get((event.stream, event.key)) is event:  # natural_key, without a call
+                del self.unpersisted[event.stream, event.key]
             if event.stream == TOPOLOGY_STREAM and event.dot.peer == self.writer:
                 self._writer_durable = True
         effects = self._deliver(fresh, now)
@@ -428,18 +428,7 @@ class Node:
         token = self._next_token
         self._tokens[token] = purpose
         self._token_events[token] = (list(events), list(events if fresh is None else fresh))
-        streams: set[str] = set()
-        vectors: dict[str, VersionVector] = {}
-        for event in events:
-            self.unpersisted.setdefault(event.natural_key, event)
-            self._unpersisted_dots.add((event.stream, event.dot))
-            streams.add(event.stream)
-            if event.stream not in vectors:
-                vectors[event.stream] = self.store.version_vector(event.stream)
-            heads = self._inflight_heads.setdefault(event.stream, {})
-            writer = event.dot.peer
-            if event.dot.counter == max(heads.get(writer, 0), vectors[event.stream].get(writer)) + 1:
-                heads[writer] = event.dot.counter
+        streams = track_in_flight(events, self.unpersisted, self._unpersisted_dots, self._inflight_heads, self.store)
         for stream in sorted(streams - {TOPOLOGY_STREAM}):  # once per stream, not per event
             self._note_stream(stream)
         return [Persist(token, tuple(events))]

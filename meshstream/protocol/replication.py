@@ -20,14 +20,17 @@ It reaches the store, topology and effects through the `Node` that owns it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from meshstream import ids
+from meshstream.clocks import Dot
 from meshstream.envelope import Event, normalize_metadata
 from meshstream.errors import CorruptRecord, LocalProtocolError
 from meshstream.protocol.effects import Effect, Reply, Send
 from meshstream.wire.messages import AppendItem, AppendReply, AppendRequest, Appended
+from meshstream.wire.schema import unchecked_builder
 from meshstream.wire.replication_messages import (
     ForwardAppend,
     ForwardReply,
@@ -37,8 +40,10 @@ from meshstream.wire.replication_messages import (
 
 if TYPE_CHECKING:
     from meshstream.protocol.node import Node
+    from meshstream.store.api import EventStore
 
 Origin = tuple  # ("client", client, request_id) | ("peer", peer, forward_id)
+_appended = unchecked_builder(Appended)  # one per event of every write, from fields we made
 
 
 @dataclass(slots=True)
@@ -196,8 +201,7 @@ class Writes:
         push_id = self._new_id()
         write = PendingWrite(origin, stream, ack, appended, events, placement, needed, now + node.config.append_timeout_s)
         self.pending[push_id] = write
-        for event in fresh:
-            self.pending_keys[event.natural_key] = event
+        self.pending_keys.update([((event.stream, event.key), event) for event in fresh])
         node.timers.add(write.deadline, "write", push_id)
         node.timers.add(now + self._push_retry_s(write), "push", push_id)
         effects = node.persist(events, ("write", push_id))
@@ -208,10 +212,15 @@ class Writes:
         request, or (item, normalized metadata) to sequence; or the text of a key conflict."""
         resolved: list = []
         seen: dict[bytes, tuple[AppendItem, tuple]] = {}
-        pending_keys = self.pending_keys
+        pending_keys, stored = self.pending_keys, self.node.store.get
         for item in items:
             metadata = normalize_metadata(tuple(item.metadata.items())) if item.metadata else ()
-            existing = pending_keys.get((stream, item.key)) or self._stored(stream, item.key)
+            existing = pending_keys.get((stream, item.key))
+            if existing is None:
+                try:
+                    existing = stored(stream, item.key)
+                except CorruptRecord:
+                    existing = None  # not served here; anti-entropy brings it back
             if existing is not None:
                 if (existing.data, existing.metadata) != (item.data, metadata):
                     return f"key {item.key!r} already exists in stream {stream!r} with different content"
@@ -225,16 +234,10 @@ class Writes:
                 resolved.append(seen[item.key])
         return resolved
 
-    def _stored(self, stream: str, key: bytes) -> Event | None:
-        try:
-            return self.node.store.get(stream, key)
-        except CorruptRecord:
-            return None  # not served here; anti-entropy brings it back
-
     def _sequence(self, stream: str, resolved: list) -> tuple[tuple[Appended, ...], tuple[Event, ...], list[Event]]:
         fresh = self.node.sequence_events(stream, [entry for entry in resolved if type(entry) is tuple])
         if len(fresh) == len(resolved):  # the usual request: every item new
-            return tuple([Appended(e.key, e.dot, e.digest, False) for e in fresh]), tuple(fresh), fresh
+            return tuple([_appended(e.key, e.dot, e.digest, False) for e in fresh]), tuple(fresh), fresh
         by_key = {event.key: event for event in fresh}
         appended: list[Appended] = []
         for entry in resolved:
@@ -282,9 +285,11 @@ class Writes:
             return []
         write.local_done = True
         write.persisted_by.add(self.node.name)
+        pending_keys = self.pending_keys
         for event in write.events:
-            if self.pending_keys.get(event.natural_key) is event:
-                del self.pending_keys[event.natural_key]
+            key = (event.stream, event.key)  # natural_key, without the property call
+            if pending_keys.get(key) is event:
+                del pending_keys[key]
         return self._check(push_id)
 
     def on_replica_ack(self, src: str, ack: ReplicateAck, now: float) -> list[Effect]:
@@ -329,6 +334,30 @@ class Writes:
         if kind == "client":
             return [Reply(who, AppendReply(request_id, tuple(appended), code, detail, definite))]
         return [Send(who, ForwardReply(request_id, tuple(appended), code, detail, definite))]
+
+
+def track_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, bytes], Event],
+                    in_flight: set[tuple[str, Dot]], heads: dict[str, dict[str, int]], store: EventStore) -> set[str]:
+    """`Node.persist`'s bookkeeping of events on their way to the store: each natural key
+    (the first event of it in flight is kept) and dot, and per stream and writer the top
+    of a run of dots contiguous with the store's vector (see `Node.pull_vector`). The
+    store's vector and the run's head are read once per (stream, writer) run of `events`,
+    not per event. Returns the streams of `events`."""
+    tops: dict[tuple[str, str], int] = {}  # (stream, writer) -> the head of its run so far
+    starts: dict[tuple[str, str], int] = {}  # ... and before these events
+    for event in events:
+        stream, dot = event.stream, event.dot
+        unpersisted.setdefault((stream, event.key), event)
+        in_flight.add((stream, dot))
+        top = tops.get((stream, dot.peer))
+        if top is None:
+            top = starts[stream, dot.peer] = max(heads.get(stream, {}).get(dot.peer, 0),
+                                                 store.version_vector(stream).get(dot.peer))
+        tops[stream, dot.peer] = dot.counter if dot.counter == top + 1 else top
+    for (stream, writer), top in tops.items():
+        if top > starts[stream, writer]:  # the run grew by these events
+            heads.setdefault(stream, {})[writer] = top
+    return {stream for stream, _ in tops}
 
 
 def validate_append(stream: str, items: tuple[AppendItem, ...], config) -> str:
