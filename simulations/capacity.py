@@ -28,7 +28,7 @@ MODELS = ("closed", "uniform")
 _FAMILIES = {
     "SyncOffer": "anti_entropy", "SyncPull": "anti_entropy", "SyncEvents": "anti_entropy",
     "CatchUpQuery": "rebalance", "CatchUpReply": "rebalance", "HandoverPrepare": "rebalance",
-    "HandoverDone": "rebalance", "ReleaseQuery": "rebalance", "ReleaseReply": "rebalance",
+    "HandoverDone": "rebalance", "ReleaseQuery": "rebalance", "ReleaseReply": "rebalance", "RateHints": "rebalance",
     "Replicate": "writes", "ReplicateAck": "writes",
     "ForwardAppend": "writes", "ForwardReply": "writes",
 }

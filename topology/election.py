@@ -14,7 +14,7 @@ best one. The best one claims as soon as anti-entropy catches it up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from topology.events import MasterElected
 from topology.fold import TopologyState
@@ -42,12 +42,19 @@ def claims(state: TopologyState, me: str, caught_up: Callable[[int], bool]) -> l
     return elections
 
 
+# A master keeps its shards while its load stays within 1.25x the mean per peer: balanced
+# enough for 0.8x linear write capacity, loose enough that noisy rate hints move nothing.
+LOAD_SLACK = 1.25
+RELIEVE_MOVES_MAX = 1024  # moves off the busiest master per computation (each lowers the spread)
+
+
 def master_cap(shards: int, peers: int) -> int:
     """The most shards one peer should master once steady: ceil(shards / peers) + 1."""
     return -(-shards // max(1, peers)) + 1
 
 
-def balanced_masters(state: TopologyState, exclude: frozenset[str] = frozenset()) -> dict[int, str]:
+def balanced_masters(state: TopologyState, exclude: frozenset[str] = frozenset(),
+                     rates: Mapping[int, float] | None = None) -> dict[int, str]:
     """Where each shard's master should be, balanced and sticky; a pure function of the view.
 
     Every peer that computes it from the same view gets the same answer, so only the
@@ -58,13 +65,16 @@ def balanced_masters(state: TopologyState, exclude: frozenset[str] = frozenset()
     (moving one of theirs aside when all its replicas are full, so the load exceeds the cap
     only when that fails too). Peers in
     `exclude` (a peer draining before it leaves) get nothing. Shards with no eligible
-    replica are left out.
+    replica are left out. With `rates` (shard -> events/s, soft hints) the load is
+    balanced too: see `_load_balanced`.
     """
     shards = state.shards
     live = [p for p in state.live_peers() if p not in exclude]
     if shards is None or not live:
         return {}
     cap = master_cap(shards, len(live)) - 1
+    if rates and any(rate > 0 for rate in rates.values()):
+        return _load_balanced(state, len(live), exclude, rates, cap)
     load: dict[str, int] = {}
     target: dict[int, str] = {}
     pending: list[tuple[int, list[str]]] = []
@@ -86,11 +96,12 @@ def balanced_masters(state: TopologyState, exclude: frozenset[str] = frozenset()
 
 
 def _make_room(state: TopologyState, shard: int, replicas: list[str], target: dict[int, str], load: dict[str, int],
-               cap: int, exclude: frozenset[str], replicas_of: dict[int, list[str]]) -> str:
-    """Every replica of `shard` is full: move one shard of one of them to another of its
-    replicas that is below the cap (one augmenting step), else take the least loaded."""
+               cap: int, exclude: frozenset[str], replicas_of: dict[int, list[str]],
+               movable: Callable[[int], bool] = lambda shard: True) -> str:
+    """Every replica of `shard` is full: move one `movable` shard of one of them to another
+    of its replicas that is below the cap (one augmenting step), else take the least loaded."""
     for peer in replicas:
-        for other in sorted(s for s, p in target.items() if p == peer):
+        for other in sorted(s for s, p in target.items() if p == peer and movable(s)):
             choices = replicas_of.get(other)
             if choices is None:
                 choices = [p for p in state.replica_set(other) if p not in exclude]
@@ -101,3 +112,101 @@ def _make_room(state: TopologyState, shard: int, replicas: list[str], target: di
                 load[peer] -= 1
                 return peer
     return min(replicas, key=lambda p: (load.get(p, 0), replicas.index(p)))
+
+
+def _load_balanced(state: TopologyState, peers: int, exclude: frozenset[str], rates: Mapping[int, float],
+                   cap: int) -> dict[int, str]:
+    """`balanced_masters` weighing shards by their write rate, under the same count cap.
+
+    Busy shards first, heaviest first (ties by number): each goes to the least-loaded of
+    its replicas below the count cap (greedy largest-first), except that its current
+    master keeps it while that leaves the master within LOAD_SLACK x the mean load per
+    peer (sticky: rates are noisy hints, and a move costs a handover). Then
+    `_relieve_busiest` moves shards off the busiest master while that lowers the
+    maximum. Idle shards come last, bound by the count alone as without rates, so they
+    never take the count slots busy ones need. Hints that disagree between peers only
+    make a master move a shard another peer would not: the count cap and placement hold
+    whatever the rates say.
+    """
+    weights = [max(0.0, float(rates.get(shard, 0.0))) for shard in range(state.shards or 0)]
+    limit = LOAD_SLACK * sum(weights) / peers
+    count: dict[str, int] = {}
+    load: dict[str, float] = {}
+    target: dict[int, str] = {}
+    replicas_of = {shard: [p for p in state.replica_set(shard) if p not in exclude] for shard in range(len(weights))}
+    for shard in sorted((s for s in range(len(weights)) if weights[s] > 0), key=lambda s: (-weights[s], s)):
+        replicas, current, weight = replicas_of[shard], state.live_master(shard), weights[shard]
+        below = [p for p in replicas if count.get(p, 0) < cap]
+        if not below:
+            if replicas:
+                _assign(target, count, load, shard,
+                        _make_room(state, shard, replicas, target, count, cap, exclude, replicas_of), weight)
+                load.clear()
+                load.update(_loads(target, weights))
+            continue
+        chosen = min(below, key=lambda p: (load.get(p, 0.0), replicas.index(p)))
+        if current in below and load.get(current, 0.0) + weight <= max(limit, load.get(chosen, 0.0) + weight):
+            chosen = current
+        _assign(target, count, load, shard, chosen, weight)
+    _relieve_busiest(target, count, load, weights, replicas_of, cap, limit / LOAD_SLACK)
+    pending = []
+    for shard in (s for s in range(len(weights)) if weights[s] <= 0):
+        replicas, current = replicas_of[shard], state.live_master(shard)
+        if current is not None and current in replicas and count.get(current, 0) < cap:
+            _assign(target, count, load, shard, current, 0.0)
+        elif replicas:
+            pending.append(shard)
+    for shard in pending:
+        replicas = replicas_of[shard]
+        below = [p for p in replicas if count.get(p, 0) < cap]
+        chosen = below[0] if below else _make_room(state, shard, replicas, target, count, cap, exclude, replicas_of,
+                                                   lambda other: weights[other] <= 0)  # busy ones stay put
+        _assign(target, count, load, shard, chosen, 0.0)
+    return target
+
+
+def _relieve_busiest(target: dict[int, str], count: dict[str, int], load: dict[str, float], weights: list[float],
+                     replicas_of: dict[int, list[str]], cap: int, limit: float) -> None:
+    """While a master is loaded beyond `limit`, move one of its shards to a replica below
+    the count cap that ends at least half that shard below the master's load (the busiest
+    masters first; every move lowers the sum of squared loads, so this ends; bounded)."""
+    for _ in range(RELIEVE_MOVES_MAX):
+        move = None
+        for busy in sorted((p for p in load if load[p] > limit), key=lambda p: (-load[p], p)):
+            move = _best_move(busy, target, count, load, weights, replicas_of, cap)
+            if move is not None:
+                break
+        if move is None:
+            return
+        shard, peer = move
+        source = target[shard]
+        count[source] -= 1
+        load[source] -= weights[shard]
+        _assign(target, count, load, shard, peer, weights[shard])
+
+
+def _best_move(busy: str, target: dict[int, str], count: dict[str, int], load: dict[str, float], weights: list[float],
+               replicas_of: dict[int, list[str]], cap: int) -> tuple[int, str] | None:
+    best: tuple[float, int, str] | None = None
+    for shard in sorted(s for s, p in target.items() if p == busy):
+        for peer in replicas_of[shard]:
+            after = load.get(peer, 0.0) + weights[shard]
+            # The receiver must end half a shard below the giver: noise in the rates cannot swing a move back.
+            if peer != busy and count.get(peer, 0) < cap and after + weights[shard] / 2 <= load[busy] \
+                    and (best is None or after < best[0]):
+                best = (after, shard, peer)
+    return None if best is None else (best[1], best[2])
+
+
+def _assign(target: dict[int, str], count: dict[str, int], load: dict[str, float], shard: int, peer: str,
+            weight: float) -> None:
+    target[shard] = peer
+    count[peer] = count.get(peer, 0) + 1
+    load[peer] = load.get(peer, 0.0) + weight
+
+
+def _loads(target: dict[int, str], weights: list[float]) -> dict[str, float]:
+    load: dict[str, float] = {}
+    for shard, peer in target.items():
+        load[peer] = load.get(peer, 0.0) + weights[shard]
+    return load

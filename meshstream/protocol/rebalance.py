@@ -19,8 +19,9 @@ Catch-up (readiness), decided by each shard's master, locally:
   member of the new set holds all of it (`retire.py`).
 
 Master balance and handover (master side, each tick):
-- `topology.election.balanced_masters(view)` says where each shard's master should be
-  (at most ceil(shards / peers) + 1 per peer, sticky). For a shard this peer masters
+- `topology.election.balanced_masters(view, rates)` says where each shard's master should
+  be (at most ceil(shards / peers) + 1 per peer, sticky, and with the per-shard write
+  rates gossiped by `load_hints.py`, the busy shards spread by load). For a shard this peer masters
   whose target is another, confirmed replica, the handover runs:
   1. stop sequencing the shard (`sequencing_paused`): new appends for it are parked at
      this peer and forwarded ones are answered "not_master" (retryable);
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING
 from meshstream.clocks import VersionVector
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.effects import Effect, Journal, Send
+from meshstream.protocol.load_hints import LoadHints
 from meshstream.protocol.retire import RELEASE_EVERY_INTERVALS, RELEASE_MESSAGES, Retirement
 from meshstream.wire.rebalance_messages import (
     QUERY_SHARDS_MAX,
@@ -50,6 +52,7 @@ from meshstream.wire.rebalance_messages import (
     CatchUpReply,
     HandoverDone,
     HandoverPrepare,
+    RateHints,
     ReleaseQuery,
     ReleaseReply,
     ShardEpoch,
@@ -71,7 +74,7 @@ QUERY_EVERY_INTERVALS = 4  # a replica asks its master every 4th gossip interval
 STEADY_INTERVALS = 10  # rebalance only once the live set has not changed for 10 gossip intervals
 DRAIN_TIMEOUT_S = 1.5  # a leaving peer waits this long for handovers (the simulator's grace is 2 s)
 RATE_SMOOTHING = 0.5  # weight of the newest sample in a catch-up rate (events/s)
-REBALANCE_MESSAGES = (CatchUpQuery, CatchUpReply, HandoverPrepare, HandoverDone) + RELEASE_MESSAGES
+REBALANCE_MESSAGES = (CatchUpQuery, CatchUpReply, HandoverPrepare, HandoverDone, RateHints) + RELEASE_MESSAGES
 
 
 @dataclass(slots=True)
@@ -103,7 +106,7 @@ class Rebalance:
         self._progress: dict[int, Progress] = {}  # replica side: shards still catching up
         self._prepared: dict[int, float] = {}  # replica side: shard -> handover offered to me until
         self._handovers: dict[int, Handover] = {}  # master side, shards being handed over
-        self._targets: tuple[int, bool, dict[int, str]] | None = None  # (view version, draining, targets)
+        self._targets: tuple[int, int, bool, dict[int, str]] | None = None  # (view, hints, draining, targets)
         self._drain_deadline: float | None = None
         self.departed = False  # MemberLeft published after draining
         self.handovers_done = 0
@@ -111,6 +114,7 @@ class Rebalance:
         self._ticks = 0
         self._live_seen: tuple[int, list[str], float] = (-1, [], 0.0)  # (view version, live peers, since)
         self.retirement = Retirement(self)
+        self.load = LoadHints(node)
 
     @staticmethod
     def handles(message: object) -> bool:
@@ -127,6 +131,8 @@ class Rebalance:
                 return self.on_prepare(src, message, now)
             case HandoverDone():
                 return self.on_done(src, message, now)
+            case RateHints():
+                return self.load.on_hints(src, message, now)
             case ReleaseQuery():
                 return self.retirement.on_query(src, message, now)
             case ReleaseReply():
@@ -183,6 +189,7 @@ class Rebalance:
         self._ticks += 1
         effects = self._queries(prepared_only=self._ticks % QUERY_EVERY_INTERVALS != 0)
         effects += self._expire_handovers(now)
+        effects += self.load.tick(now, self._mastered())
         if self._drain_deadline is not None or (self.node.can_sequence() and self.steady(now)):
             effects += self._start_handovers(now)
         effects += self._finish_drain(now)
@@ -351,11 +358,11 @@ class Rebalance:
     def _targets_now(self) -> dict[int, str]:
         node = self.node
         draining = self._drain_deadline is not None
-        version = node.topology.version
-        if self._targets is None or self._targets[:2] != (version, draining):
+        key = (node.topology.version, self.load.version, draining)
+        if self._targets is None or self._targets[:3] != key:
             exclude = frozenset({node.name}) if draining else frozenset()
-            self._targets = (version, draining, election.balanced_masters(node.topology, exclude))
-        return self._targets[2]
+            self._targets = (*key, election.balanced_masters(node.topology, exclude, self.load.rates()))
+        return self._targets[3]
 
     def _start_handovers(self, now: float) -> list[Effect]:
         node = self.node

@@ -11,6 +11,8 @@ releasing retired replicas.
   master inherits them, so quorum writes do not wait for every replica to ask again).
 - `ReleaseQuery` / `ReleaseReply` (a retired replica -> each member of the shard's new
   set): may the retired replica drop the shard? See `protocol/retire.py`.
+- `RateHints` (any peer -> a random peer): per-shard write rates, soft state that lets
+  masters balance load (`protocol/load_hints.py`); a wrong hint only balances worse.
 
 Like every message these are frozen dataclasses checked field by field by the codec.
 """
@@ -96,3 +98,29 @@ class ReleaseQuery:
 @dataclass(frozen=True, slots=True)
 class ReleaseReply:
     covered: tuple[int, ...]  # the asked shards this member covers: caught up, holding all the asker has
+
+
+@record
+@dataclass(frozen=True, slots=True)
+class ShardRate:
+    shard: int
+    epoch: int  # the master epoch the rate was measured in
+    stamp: int  # the measuring master's clock, in ms: newer wins within one epoch
+    rate_milli: int  # events/s sequenced, x1000
+
+    def __post_init__(self) -> None:
+        if self.shard < 0 or self.epoch < 1 or self.stamp < 0 or self.rate_milli < 0:
+            raise ValueError("a shard rate needs shard >= 0, epoch >= 1, stamp >= 0, rate >= 0")
+
+
+@message(86)
+@dataclass(frozen=True, slots=True)
+class RateHints:
+    """Soft state for load-aware master balancing: the sender's table of per-shard write
+    rates, as measured by each shard's master (gossiped to one random peer at a time)."""
+
+    rates: tuple[ShardRate, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.rates) > QUERY_SHARDS_MAX:
+            raise ValueError(f"rate hints name at most {QUERY_SHARDS_MAX} shards")

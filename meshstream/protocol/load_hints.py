@@ -1,0 +1,97 @@
+"""Per-shard write rates, gossiped as soft state, for load-aware master balancing.
+
+Each master measures how many events it sequences per shard: the sum of its own writer's
+counters in the store's vectors of the shard's streams, sampled once per gossip interval;
+the rate is the growth over the last `RATE_WINDOW_S` (a window, not a per-interval
+sample: at a few events/s an interval sees 0 or 1). It records `(epoch, stamp, rate)` in
+its table, and every `GOSSIP_EVERY_INTERVALS` every peer sends its whole table to one
+random live peer in a `RateHints`; a receiver keeps, per shard, the entry with the greater
+(epoch, stamp) (stamps come from the shard's master alone, so they compare within an
+epoch). The table reaches every peer in O(log N) rounds at one small message per peer per
+round, whatever N.
+
+`rates()` gives the table, quantized to `RATE_QUANTUM_PER_S`, to
+`topology.election.balanced_masters`; `version` changes only when a quantized rate does,
+so targets are recomputed only then. Hints never enter `$topology` and never decide
+safety: a stale or forged rate can only make the balance worse, while placement, the
+count cap and the catch-up rules of a handover hold whatever it says.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from meshstream.protocol.effects import Effect, Send
+from meshstream.wire.rebalance_messages import QUERY_SHARDS_MAX, RateHints, ShardRate
+
+if TYPE_CHECKING:
+    from meshstream.protocol.node import Node
+
+RATE_WINDOW_S = 10.0  # a rate is the growth over this long: steady enough at 1 event/s
+GOSSIP_EVERY_INTERVALS = 2  # one RateHints per peer every 2 gossip intervals
+RATE_QUANTUM_PER_S = 0.25  # rates handed to the balancer are multiples of this (noise moves nothing)
+
+
+class LoadHints:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self._table: dict[int, ShardRate] = {}
+        self._samples: dict[int, list[tuple[float, int]]] = {}  # mastered shard -> (time, sequenced) oldest first
+        self._ticks = 0
+        self._quantized: dict[int, float] = {}
+        self.version = 0
+
+    def tick(self, now: float, mastered: list[int]) -> list[Effect]:
+        """Once per gossip interval: measure the shards mastered here, gossip now and then."""
+        self._ticks += 1
+        self._measure(now, mastered)
+        if self._ticks % GOSSIP_EVERY_INTERVALS or not self._table:
+            return []
+        node = self.node
+        others = [p for p in node.topology.live_peers() if p != node.name]
+        if not others:
+            return []
+        entries = tuple(self._table[shard] for shard in sorted(self._table)[:QUERY_SHARDS_MAX])
+        return [Send(node.rng.choice(others), RateHints(entries))]
+
+    def _measure(self, now: float, mastered: list[int]) -> None:
+        node = self.node
+        writer = node.writer
+        for shard in [s for s in self._samples if s not in mastered]:
+            del self._samples[shard]
+        for shard in mastered:
+            master = node.topology.master(shard)
+            if master is None:
+                continue
+            sequenced = sum(node.store.version_vector(stream).get(writer) for stream in node.streams_in(shard))
+            samples = self._samples.setdefault(shard, [])
+            samples.append((now, sequenced))
+            while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+                samples.pop(0)
+            elapsed = now - samples[0][0]
+            if elapsed < RATE_WINDOW_S / 2:
+                continue  # too short to say; the previous master's hint stands meanwhile
+            rate = (sequenced - samples[0][1]) / elapsed
+            self._merge(ShardRate(shard, master[1], int(now * 1000), int(round(rate * 1000))))
+
+    def on_hints(self, src: str, hints: RateHints, now: float) -> list[Effect]:
+        for entry in hints.rates:
+            self._merge(entry)
+        return []
+
+    def _merge(self, entry: ShardRate) -> None:
+        shards = self.node.topology.shards
+        if shards is None or entry.shard >= shards:
+            return
+        held = self._table.get(entry.shard)
+        if held is not None and (held.epoch, held.stamp) >= (entry.epoch, entry.stamp):
+            return
+        self._table[entry.shard] = entry
+        quantized = round(entry.rate_milli / 1000 / RATE_QUANTUM_PER_S) * RATE_QUANTUM_PER_S
+        if self._quantized.get(entry.shard, 0.0) != quantized:
+            self._quantized[entry.shard] = quantized
+            self.version += 1
+
+    def rates(self) -> dict[int, float]:
+        """Shard -> events/s (quantized) as far as this peer knows; absent: idle or unknown."""
+        return {shard: rate for shard, rate in self._quantized.items() if rate > 0}
