@@ -102,6 +102,7 @@ class Node:
         self._indexed_shards: int | None = None
         self._placement_cache: tuple[int, dict[str, frozenset[int]], dict[int, tuple[str, ...]]] | None = None
         self._settled_version = -1
+        self._mastered_version = -1  # the view version at which every shard had a live master
         self._failed_cache: tuple[int, list[str]] | None = None
         self._writer_durable = False
         self._topology_synced = False
@@ -569,8 +570,8 @@ class Node:
         return effects
 
     def _elect(self, now: float) -> list[Effect]:
-        if not self._topology_synced or self._leaving:
-            return []
+        if not self._topology_synced or self._leaving or self._mastered_version == self.topology.version:
+            return []  # (every shard had a live master at this view: nothing to claim, O(shards) a tick)
 
         def caught_up(shard: int) -> bool:
             return not self.anti_entropy.pulling(shard, now)
@@ -581,4 +582,6 @@ class Node:
                 continue
             effects += self.publish_fact(fact, now)[1]
             effects.append(Journal("elected", f"{self.name} masters shard {fact.shard} at epoch {fact.epoch}"))
+        if not effects and all(map(self.topology.live_master, range(self.topology.shards or 0))):
+            self._mastered_version = self.topology.version if self.topology.shards else -1
         return effects
