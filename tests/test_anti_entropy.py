@@ -10,12 +10,13 @@ from meshstream.envelope import Event
 from meshstream.errors import CorruptRecord
 from meshstream.store.segment import SegmentStore
 from meshstream.wire.replication_messages import ForwardAppend, ForwardReply, Replicate, ReplicateAck
-from meshstream.wire.replication_messages import SyncEvents, SyncOffer, SyncPull
+from meshstream.wire.replication_messages import SyncContinue, SyncEnvelopes, SyncEvents, SyncOffer, SyncPull
 from tests.node_harness import Harness
 
 NAMES = ["n1", "n2", "n3"]
 REPLICATION_KINDS = [k.__name__ for k in (ForwardAppend, ForwardReply, Replicate, ReplicateAck,
-                                          SyncOffer, SyncPull, SyncEvents)]
+                                          SyncOffer, SyncPull, SyncEvents, SyncContinue, SyncEnvelopes)]
+SYNC_KINDS = ("SyncOffer", "SyncPull", "SyncEvents", "SyncContinue", "SyncEnvelopes")
 CATCH_UP_RATIO_MAX = 1.2  # issue 4: catch-up moves at most 1.2x the bytes lacking
 
 
@@ -94,11 +95,12 @@ def _in_sync_round_bytes(events: list[Event]) -> tuple[int, int, int]:
         harness.preload(name, events)
     harness.form_mesh(NAMES)
     harness.run_for(2.0)  # let the topology settle everywhere
-    before = {kind: harness.bytes_by_kind[kind] for kind in ("SyncOffer", "SyncPull", "SyncEvents")}
+    before = {kind: harness.bytes_by_kind[kind] for kind in SYNC_KINDS}
     offers_before = harness.messages
     harness.run_for(3.0)
     grown = {kind: harness.bytes_by_kind[kind] - before[kind] for kind in before}
-    return grown["SyncOffer"], grown["SyncPull"] + grown["SyncEvents"], harness.messages - offers_before
+    pulled = sum(grown[kind] for kind in SYNC_KINDS if kind != "SyncOffer")
+    return grown["SyncOffer"], pulled, harness.messages - offers_before
 
 
 @pytest.mark.parametrize("large_events", [20_000, pytest.param(200_000, marks=pytest.mark.slow)])

@@ -26,10 +26,14 @@ from meshstream.clocks import VersionVector
 from meshstream.envelope import Event
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.effects import Effect, Send
+from meshstream.wire.envelope_batch import decode_envelopes
 from meshstream.wire.replication_messages import (
+    CATCHUP_BATCH_EVENTS_MAX,
     TOPOLOGY_HOLES_MAX,
     ShardDigest,
     StreamVector,
+    SyncContinue,
+    SyncEnvelopes,
     SyncEvents,
     SyncOffer,
     SyncPull,
@@ -46,9 +50,9 @@ EVENT_OVERHEAD_BYTES = 8  # CBOR framing of one envelope inside a batch
 # `$topology` tells each side what the other declared, and the peers refute and merge.
 FAILED_PARTNER_PROBABILITY = 0.1
 # Catch-up continues with the next batch before this one is durable while fewer events
-# than this are in flight to the store here (about four default batches), so a slow disk
-# holds the puller's memory to a few MiB.
-PIPELINED_EVENTS_MAX = 2048
+# than this are in flight to the store here (two catch-up batches: one being written, one
+# being taken), so a slow disk holds the puller's memory to a few MiB.
+PIPELINED_EVENTS_MAX = 2 * CATCHUP_BATCH_EVENTS_MAX
 
 
 class AntiEntropy:
@@ -133,8 +137,10 @@ class AntiEntropy:
         node = self.node
         limit_shards = node.topology.shards or 0
         shards = sorted({s for s in pull.shards if 0 <= s < limit_shards})
-        events, more = self._collect(shards, pull, src)
-        effects: list[Effect] = [Send(src, SyncEvents(pull.round_id, tuple(events), more))]
+        events_max = CATCHUP_BATCH_EVENTS_MAX if type(pull) is SyncContinue else None
+        events, more = self._collect(shards, pull, src, events_max)
+        envelopes = tuple([event.envelope for event in events])
+        effects: list[Effect] = [Send(src, SyncEnvelopes(pull.round_id, envelopes, more))]
         mine = node.responsible_shards(node.name)
         want = [s for s in pull.answer_shards if 0 <= s < limit_shards and s in mine]
         if want or pull.answer_topology:
@@ -143,10 +149,12 @@ class AntiEntropy:
                 effects.append(Send(src, answer))
         return effects
 
-    def _collect(self, shards: list[int], pull: SyncPull, src: str) -> tuple[list[Event], bool]:
-        """The events the puller lacks, up to the batch bounds; True when cut short."""
+    def _collect(self, shards: list[int], pull: SyncPull, src: str,
+                 events_max: int | None) -> tuple[list[Event], bool]:
+        """The events the puller lacks, up to the batch bounds (`events_max`, or the
+        config's); True when cut short."""
         config = self.node.config
-        events_max = config.anti_entropy_batch_events_max
+        events_max = events_max or config.anti_entropy_batch_events_max
         budget = config.anti_entropy_batch_bytes_max
         theirs = {v.stream: v.vector for v in pull.vectors}
         found: list[Event] = []
@@ -171,33 +179,42 @@ class AntiEntropy:
 
     # -- the puller: events arrive --
     def on_events(self, src: str, batch: SyncEvents, now: float) -> list[Effect]:
-        """A batch arrives. A cut batch is continued at once, while it is on its way to the
-        store (catch-up pipelined: the partner reads the next batch during this one's
-        decode and fsync), unless PIPELINED_EVENTS_MAX events are already in flight here;
-        then at durability. The next pull names the events in flight (`Node.pull_vector`),
-        so they are not sent again, and goes straight to the partner for the same shards:
-        no offer (a digest of every shared shard on both sides) per batch."""
+        """A batch arrives (SyncEnvelopes: checked and decoded in one pass; raises
+        RemoteProtocolError before anything changes if any envelope is bad). A cut batch is
+        continued at once, while it is on its way to the store (catch-up pipelined: the
+        partner reads the next batch during this one's commit and fsync), unless
+        PIPELINED_EVENTS_MAX events are already in flight here; then at durability."""
+        events = decode_envelopes(batch.events) if type(batch) is SyncEnvelopes else batch.events
         if TOPOLOGY_SHARD in self._pulling and self._pulling[TOPOLOGY_SHARD][0] == src and not batch.more:
             self.node.topology_synced_with(src, now)
         if not batch.more or len(self.node.unpersisted) >= PIPELINED_EVENTS_MAX:
-            return self.node.take_events(src, batch.events, now, ("sync", src, batch.more))
-        effects = self.node.take_events(src, batch.events, now, ("sync", src, None))
+            return self.node.take_events(src, events, now, ("sync", src, batch.more))
+        effects = self.node.take_events(src, events, now, ("sync", src, None))
+        return effects + self._continue(src, now)
+
+    def on_durable(self, src: str, more: bool | None, now: float) -> list[Effect]:
+        """A batch from `src` is durable: its pulls are done (the store's vectors now show
+        the events, so the next pull asks only for the rest); continue if it was cut.
+        `more` None: a batch already continued when it arrived."""
+        if more is None:
+            return []
+        if more:
+            return self._continue(src, now)
+        self._release(src)
+        return []
+
+    def _continue(self, src: str, now: float) -> list[Effect]:
+        """Pull the next batch of the shards pulled from `src`, straight from it: no offer
+        (a digest of every shared shard on both sides) per batch. The pull names the events
+        in flight here (`Node.pull_vector`), so they are not sent again."""
         pulled = self._release(src)
         self._round += 1
         shards = [s for s in pulled if s != TOPOLOGY_SHARD]
         pull = self._pull(self._round, src, shards, TOPOLOGY_SHARD in pulled, now)
         if not pull.shards and pull.topology is None:
-            return effects + self.start_round(src, now)  # locked meanwhile by another partner
-        return effects + [Send(src, pull)]
-
-    def on_durable(self, src: str, more: bool | None, now: float) -> list[Effect]:
-        """A batch from `src` is durable: its pulls are done (the store's vectors now show
-        the events, so the next round asks only for the rest); continue if it was cut.
-        `more` None: a batch already continued when it arrived."""
-        if more is None:
-            return []
-        self._release(src)
-        return self.start_round(src, now) if more else []
+            return self.start_round(src, now)  # locked meanwhile by another partner, or expired
+        return [Send(src, SyncContinue(pull.round_id, pull.shards, pull.vectors, pull.topology,
+                                       pull.topology_holes, (), False))]
 
     def _release(self, src: str) -> list[int]:
         """End the pulls from `src`; the shards they covered, in order."""

@@ -14,6 +14,10 @@ Anti-entropy (DESIGN section 3), one push-pull round between A and B:
 3. A -> B `SyncEvents` (what B lacks) and, when asked, A -> B `SyncPull` for A's side;
    B answers that with `SyncEvents`. `more=True` means a batch was cut at its bound: the
    receiver starts another round with the same partner once the batch is durable.
+4. Catch-up (kinds 47-48): a cut batch is continued with `SyncContinue` (a SyncPull of the
+   same shards, answered with batches of up to `CATCHUP_BATCH_EVENTS_MAX` events), and
+   batches travel as `SyncEnvelopes` (raw envelopes, checked and decoded in bulk). Peers
+   still accept `SyncEvents`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from meshstream.wire.schema import message, record
 SHARD_DIGEST_BYTES = 16  # store.shard_digest's size; also the $topology digest
 TOPOLOGY_HOLES_MAX = 4096  # dots named as lacking in one pull; beyond, the vector is lowered
 FORWARD_HOPS_MAX = 4  # a forward bounced between peers with stale views stops here
+# Events in one answer to a SyncContinue: a returning peer far behind pays one pull, one
+# decode pass and one fsync (~4 ms here) per batch; 4096 x 300-byte events is ~1.2 MiB,
+# under the 4 MiB batch bytes bound, and far under the 16 MiB frame bound.
+CATCHUP_BATCH_EVENTS_MAX = 4096
 
 
 @record
@@ -121,3 +129,24 @@ class SyncEvents:
     round_id: int
     events: tuple[Event, ...]
     more: bool  # the batch was cut at its bound: sync again once these are durable
+
+
+@message(47)
+@dataclass(frozen=True, slots=True)
+class SyncContinue(SyncPull):
+    """A pull that continues a batch cut at its bound: the puller is far behind (catch-up).
+    Answered like a SyncPull but with up to `CATCHUP_BATCH_EVENTS_MAX` events (the batch
+    bytes bound still holds), so a returning peer pays one pull and one fsync per few
+    thousand events, not per `anti_entropy_batch_events_max`. `answer_*` are unused."""
+
+
+@message(48)
+@dataclass(frozen=True, slots=True)
+class SyncEnvelopes(SyncEvents):
+    """`SyncEvents` with each event as its envelope bytes, as the store holds them: the
+    sender forwards them without re-encoding, and the receiver checks and decodes the
+    whole batch in one pass (`wire.envelope_batch.decode_envelopes`: every digest and
+    field, as `decode_event` does). A SyncEnvelopes is a SyncEvents to the dispatcher;
+    `events` holds bytes until decoded."""
+
+    events: tuple[bytes, ...]  # type: ignore[assignment]

@@ -1,0 +1,184 @@
+"""Checking and decoding a batch of event envelopes from a peer in one pass.
+
+`decode_envelopes(envelopes)` returns exactly what `[decode_event(e) for e in envelopes]`
+returns, and raises RemoteProtocolError for exactly the batches where that would raise: a
+catch-up brings hundreds of thousands of envelopes, and `decode_event` spent ~7 us on each
+(a CBOR decoder object and a byte stream built per body, every field re-validated by
+generic helpers). Here, per batch:
+
+- each envelope of the usual shape (`[body, digest]` with a definite-length body and a
+  32-byte digest filling the rest) is split by slicing and its body hashed (BLAKE3) and
+  compared with its digest; any other shape goes through `decode_event` itself;
+- the bodies are decoded by ONE strict CBOR decoder (unknown tags rejected) reading them
+  back to back; after each item the decoder must stand exactly at the end of that body, so
+  a truncated body or trailing bytes are caught as `loads_strict` would catch them (the
+  decoder's shared-value and string-reference state does not outlive an item: cbor2 >= 5.5);
+- fields are checked inline with the rules of `envelope._decode_body`: a stream name, a peer
+  name or a key seen earlier in the batch is not checked again (the same text passes the
+  same test). An event with metadata (rare in bulk) goes through `decode_event`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import blake3
+import cbor2
+
+from meshstream import ids
+from meshstream.clocks import COUNTER_MAX, Dot, VersionVector
+from meshstream.envelope import DATA_BYTES_HARD_MAX, DIGEST_BYTES, ENVELOPE_VERSION, Event, decode_event
+from meshstream.envelope import make_dot_unchecked, make_event_unchecked
+from meshstream.errors import LocalProtocolError, RemoteProtocolError
+
+_blake3 = blake3.blake3
+_new = object.__new__
+_DIGEST_MARK = b"\x58\x20"  # a 32-byte byte string
+_PEER_CHARS_MAX = 64  # clocks._check_entry's bound on a peer name
+_DECODE_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError, MemoryError,
+                  IndexError, KeyError, UnicodeDecodeError, EOFError)
+
+
+def _reject_tag(decoder: object, tag: cbor2.CBORTag) -> object:
+    raise RemoteProtocolError(f"CBOR tag {tag.tag} is not allowed")
+
+
+def _split(envelope: bytes) -> tuple[int, int]:
+    """(start, end) of the body of an envelope of the usual shape; (0, 0) otherwise."""
+    if type(envelope) is not bytes or len(envelope) <= 36 or envelope[0] != 0x82:
+        return 0, 0
+    info = envelope[1]
+    if info >> 5 != 2:
+        return 0, 0
+    length, start = info & 0x1F, 2
+    if length == 24:
+        length, start = envelope[2], 3
+    elif length == 25:
+        length, start = (envelope[2] << 8) | envelope[3], 4
+    elif length == 26:
+        length, start = int.from_bytes(envelope[2:6], "big"), 6
+    elif length > 23:
+        return 0, 0
+    end = start + length
+    if end + 2 + DIGEST_BYTES != len(envelope) or not envelope.startswith(_DIGEST_MARK, end):
+        return 0, 0
+    return start, end
+
+
+def decode_envelopes(envelopes: Sequence[bytes]) -> list[Event]:
+    """The events of `envelopes`, in order. Raises RemoteProtocolError if any is malformed,
+    invalid or tampered (as `decode_event` would for it)."""
+    bodies: list[bytes] = []
+    slow: dict[int, Event] = {}  # position -> event decoded by decode_event
+    for position, envelope in enumerate(envelopes):
+        start, end = _split(envelope)
+        if not end:
+            slow[position] = decode_event(envelope)
+            bodies.append(b"")
+            continue
+        body = envelope[start:end]
+        if _blake3(body).digest() != envelope[end + 2:]:
+            raise RemoteProtocolError("envelope digest does not match its body")
+        bodies.append(body)
+    fields = _decode_bodies(bodies, slow)
+    return _build(envelopes, fields, slow)
+
+
+def _decode_bodies(bodies: list[bytes], slow: dict[int, Event]) -> list[list | None]:
+    """Each body decoded by one strict decoder; None where `slow` already holds the event."""
+    stream = io.BytesIO(b"".join(bodies))
+    decoder = cbor2.CBORDecoder(stream, tag_hook=_reject_tag)
+    decoded: list[list | None] = []
+    boundary = 0
+    try:
+        for position, body in enumerate(bodies):
+            if position in slow:
+                decoded.append(None)
+                continue
+            decoded.append(decoder.decode())
+            boundary += len(body)
+            if stream.tell() != boundary:
+                raise RemoteProtocolError("malformed CBOR: an envelope body is not exactly one item")
+    except RemoteProtocolError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise RemoteProtocolError(f"malformed CBOR: {exc}") from None
+    except Exception as exc:  # the C decoder has raised unexpected types on hostile input
+        raise RemoteProtocolError(f"malformed CBOR: {type(exc).__name__}: {exc}") from None
+    return decoded
+
+
+def _build(envelopes: Sequence[bytes], decoded: list[list | None], slow: dict[int, Event]) -> list[Event]:
+    """Events from decoded bodies, every field checked as `envelope._decode_body` does."""
+    events: list[Event] = []
+    streams: set[str] = set()  # names that passed validate_stream_name in this batch
+    peers: set[str] = set()  # dot peers that passed the peer check
+    known: set[tuple] = set()  # the peer names of context vectors that passed the vector check
+    for position, fields in enumerate(decoded):
+        if fields is None:
+            events.append(slow[position])
+            continue
+        envelope = envelopes[position]
+        if type(fields) is not list or len(fields) != 7:
+            raise RemoteProtocolError("an envelope body must have 7 fields")
+        version, stream, key, data, metadata, dot, context = fields
+        if metadata or type(metadata) is not dict:
+            events.append(decode_event(envelope))  # metadata, or not a map: the full rules
+            continue
+        if version != ENVELOPE_VERSION or type(version) is not int:
+            raise RemoteProtocolError(f"unsupported envelope version {version!r}")
+        if type(data) is not bytes or len(data) > DATA_BYTES_HARD_MAX:
+            raise RemoteProtocolError("event data must be a byte string within the size limit")
+        if type(stream) is not str or stream not in streams:
+            _check_stream(stream)
+            streams.add(stream)
+        if type(key) is not bytes or not 1 <= len(key) <= ids.KEY_BYTES_MAX:
+            _check_key(key)
+        if type(dot) is not list or len(dot) != 2:
+            raise RemoteProtocolError("a dot must be [peer, counter]")
+        peer, counter = dot
+        if type(peer) is not str or peer not in peers or type(counter) is not int or not 1 <= counter <= COUNTER_MAX:
+            Dot.from_cbor(dot)  # raises the precise error
+            peers.add(peer)
+        events.append(make_event_unchecked(stream, key, data, (), make_dot_unchecked(peer, counter),
+                                           _vector(context, known), envelope[-DIGEST_BYTES:], envelope))
+    return events
+
+
+def _vector(context: object, known: set[tuple]) -> VersionVector:
+    """`VersionVector.from_cbor(context)`, with the peer names (text, sorted, unique) checked
+    once per batch for each list of names: a run of events shares one (~2.5 us an event)."""
+    if type(context) is not list or len(context) & 1:
+        return VersionVector.from_cbor(context)  # raises
+    names = tuple(context[0::2])
+    counts = context[1::2]
+    try:
+        seen = names in known
+    except TypeError:  # an unhashable name: not text
+        seen = False
+    if not seen:
+        vector = VersionVector.from_cbor(context)  # checks everything, or raises
+        known.add(names)
+        return vector
+    for count in counts:
+        if type(count) is not int or not 1 <= count <= COUNTER_MAX:
+            return VersionVector.from_cbor(context)  # raises
+    vector = _new(VersionVector)
+    vector._counters = dict(zip(names, counts))
+    vector._hash = None
+    return vector
+
+
+def _check_stream(stream: object) -> None:
+    try:
+        ids.validate_stream_name(stream, allow_system=True)
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(f"invalid event: {exc}") from None
+
+
+def _check_key(key: object) -> None:
+    try:
+        ids.validate_key(key)
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(f"invalid event: {exc}") from None

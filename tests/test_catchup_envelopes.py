@@ -1,0 +1,160 @@
+"""Bulk envelope decoding (`wire.envelope_batch.decode_envelopes`) accepts and rejects
+exactly what `decode_event` does, one envelope at a time, and builds the same events."""
+
+from __future__ import annotations
+
+import blake3
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshstream.clocks import Dot, VersionVector
+from meshstream.envelope import Event, decode_event
+from meshstream.errors import RemoteProtocolError
+from meshstream.wire.envelope_batch import decode_envelopes
+
+
+def _run(count: int, stream: str = "catch-up", writer: str = "n1.abc") -> list[Event]:
+    context = VersionVector({"n2.def": 7, "n3.ghi": 2})
+    return Event.seal_run(stream, writer, 10, context, [(b"k%05d" % i, b"x" * 200, ()) for i in range(count)])
+
+
+def _mixed() -> list[Event]:
+    events = _run(20) + _run(5, "other", "n2.def")
+    events.append(Event.sequence("meta", b"m1", b"d", {"content-type": "text/plain", "n": 3}, Dot("n1.abc", 1),
+                                 VersionVector()))
+    events.append(Event.sequence("$topology", b"t1", b"fact", {}, Dot("n3.ghi", 4), VersionVector({"n1.abc": 2})))
+    events.append(Event.sequence("big", b"b1", b"y" * 70_000, {}, Dot("n1.abc", 1), VersionVector()))
+    return events
+
+
+def _outcome(envelopes: list[bytes]) -> list[Event] | str:
+    try:
+        return [decode_event(envelope) for envelope in envelopes]
+    except RemoteProtocolError:
+        return "rejected"
+
+
+def _same(envelopes: list[bytes]) -> None:
+    expected = _outcome(envelopes)
+    if expected == "rejected":
+        with pytest.raises(RemoteProtocolError):
+            decode_envelopes(envelopes)
+        return
+    got = decode_envelopes(envelopes)
+    assert got == expected
+    for mine, theirs in zip(got, expected):
+        assert (mine.envelope, mine.digest, mine.metadata) == (theirs.envelope, theirs.digest, theirs.metadata)
+        assert type(mine) is Event and type(mine.dot) is Dot and type(mine.context) is VersionVector
+        assert dict(mine.context.items()) == dict(theirs.context.items())
+
+
+def _sealed(fields: list) -> bytes:
+    """An envelope around a hand-built body, digest correct."""
+    body = cbor2.dumps(fields)
+    return _sealed_body(body)
+
+
+def _sealed_body(body: bytes) -> bytes:
+    return cbor2.dumps([body, blake3.blake3(body).digest()])
+
+
+def test_valid_batches_decode_to_the_same_events() -> None:
+    _same([event.envelope for event in _mixed()])
+    _same([])
+
+
+GOOD = [1, "s", b"k", b"data", {}, ["n1", 5], ["n1", 4, "n2", 9]]
+BAD_FIELDS = [
+    [2, *GOOD[1:]],  # version
+    [True, *GOOD[1:]],
+    [1, "", *GOOD[2:]],  # stream
+    [1, "bad\x00name", *GOOD[2:]],
+    [1, b"s", *GOOD[2:]],
+    [1, "s", b"", *GOOD[3:]],  # key
+    [1, "s", "k", *GOOD[3:]],
+    [1, "s", b"k" * 201, *GOOD[3:]],
+    [1, "s", b"k", "data", *GOOD[4:]],  # data
+    [*GOOD[:4], [], *GOOD[5:]],  # metadata
+    [*GOOD[:4], {"a": 1.5}, *GOOD[5:]],
+    [*GOOD[:4], {"b": 1, "a": 2}, *GOOD[5:]],
+    [*GOOD[:5], ["n1", 0], GOOD[6]],  # dot
+    [*GOOD[:5], ["n1", True], GOOD[6]],
+    [*GOOD[:5], ["", 1], GOOD[6]],
+    [*GOOD[:5], [["n1"], 1], GOOD[6]],
+    [*GOOD[:5], ["n1", 1, 2], GOOD[6]],
+    [*GOOD[:6], ["n2", 1, "n1", 1]],  # context: unsorted
+    [*GOOD[:6], ["n1", 1, "n1", 2]],
+    [*GOOD[:6], ["n1", 0]],
+    [*GOOD[:6], ["n1", True]],
+    [*GOOD[:6], [["x"], 1]],
+    [*GOOD[:6], ["n1"]],
+    [*GOOD[:6], {"n1": 1}],
+    GOOD[:6],  # 6 fields
+    {"not": "a list"},
+]
+
+
+@pytest.mark.parametrize("index", range(len(BAD_FIELDS)))
+def test_each_bad_field_is_rejected_alone_and_after_good_events(index: int) -> None:
+    bad = _sealed(BAD_FIELDS[index])
+    good = [event.envelope for event in _run(3)] + [_sealed(GOOD)]
+    _same([bad])
+    _same(good + [bad])
+    _same(good)
+
+
+def test_a_known_context_with_a_bad_counter_is_still_rejected() -> None:
+    # The second event reuses the first one's context peers (checked once per batch).
+    later = [*GOOD[:5], ["n1", 6], ["n1", 0, "n2", 9]]
+    _same([_sealed(GOOD), _sealed(later)])
+    later = [*GOOD[:5], ["n1", 0], GOOD[6]]
+    _same([_sealed(GOOD), _sealed(later)])
+
+
+def test_bodies_that_are_not_exactly_one_item_are_rejected() -> None:
+    good = cbor2.dumps(GOOD)
+    tagged = cbor2.dumps([1, "s", b"k", b"data", {}, ["n1", 5], ["n1", cbor2.CBORTag(4000, 4)]])
+    for body in (good + b"\x00", good[:-1], tagged, b"\xd9\x0f\xa0" + good):
+        _same([_sealed_body(body)])
+        _same([_sealed_body(good), _sealed_body(body), _sealed_body(good)])
+    # A truncated body followed by the bytes it lacks: one item spanning two bodies.
+    _same([_sealed_body(good[:-3]), _sealed_body(good[-3:])])
+
+
+def test_wrong_digest_and_odd_envelope_shapes() -> None:
+    envelope = _run(1)[0].envelope
+    flipped = envelope[:-1] + bytes([envelope[-1] ^ 1])
+    _same([flipped])
+    body = cbor2.dumps(GOOD)
+    digest = blake3.blake3(body).digest()
+    long_head = b"\x82\x59" + len(body).to_bytes(2, "big") + body + b"\x58\x20" + digest  # not minimal
+    _same([long_head])
+    indefinite = b"\x9f" + cbor2.dumps(body) + cbor2.dumps(digest) + b"\xff"
+    _same([indefinite, envelope])
+    _same([b"", envelope])
+    _same([cbor2.dumps([body, digest, 1])])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_random_damage_is_judged_as_decode_event_judges_it(data: st.DataObject) -> None:
+    envelopes = [event.envelope for event in _mixed()[:6]] + [_sealed(GOOD)]
+    position = data.draw(st.integers(0, len(envelopes) - 1), label="envelope")
+    target = bytearray(envelopes[position])
+    action = data.draw(st.sampled_from(["flip", "truncate", "insert", "reseal"]), label="action")
+    at = data.draw(st.integers(0, len(target) - 1), label="at")
+    if action == "flip":
+        target[at] ^= data.draw(st.integers(1, 255), label="mask")
+    elif action == "truncate":
+        del target[at:]
+    elif action == "insert":
+        target[at:at] = data.draw(st.binary(min_size=1, max_size=4), label="bytes")
+    else:  # damage the body, then seal it again: only the field checks can catch it
+        body = bytearray(cbor2.loads(bytes(target))[0])
+        spot = data.draw(st.integers(0, len(body) - 1), label="body_at")
+        body[spot] ^= data.draw(st.integers(1, 255), label="body_mask")
+        target = bytearray(_sealed_body(bytes(body)))
+    envelopes[position] = bytes(target)
+    _same(envelopes)
