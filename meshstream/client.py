@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,10 +56,12 @@ from meshstream.wire.messages import (
     TopologyReply,
     TopologyRequest,
 )
+from meshstream.wire.schema import unchecked_builder
 
 log = logging.getLogger("meshstream.client")
 
 KEY_BYTES_GENERATED = 16  # random natural keys: collisions are astronomically unlikely
+KEYS_PER_DRAW = 1024  # keys drawn from the OS at once (16 KiB)
 CONNECT_TIMEOUT_S = 2.0
 REQUEST_TIMEOUT_S = 10.0  # longer than a peer's append_timeout_s, so the peer answers first
 RETRY_TIMEOUT_S = 15.0  # keep failing over this long before giving up
@@ -315,8 +318,32 @@ def make_item(data: bytes, key: bytes | None = None, metadata: dict[str, Any] | 
     """One event to append; the natural key is generated here, once, when not given."""
     if not isinstance(data, bytes):
         raise LocalProtocolError(f"event data must be bytes, not {type(data).__name__}")
-    key = os.urandom(KEY_BYTES_GENERATED) if key is None else ids.validate_key(key)
-    return AppendItem(key, data, dict(normalize_metadata(metadata)) if metadata else {})
+    key = _new_key() if key is None else ids.validate_key(key)
+    return _append_item(key, data, dict(normalize_metadata(metadata)) if metadata else {})
+
+
+_append_item = unchecked_builder(AppendItem)  # fields checked above; no dataclass __init__
+_key_lock = threading.Lock()  # make_item may be called from any thread: keys must not repeat
+_key_pool = [b"", 0]  # random bytes from the OS, and the offset of the next unused key
+
+
+def _new_key() -> bytes:
+    """KEY_BYTES_GENERATED random bytes, never handed out twice: cut from a pool drawn
+    from the OS KEYS_PER_DRAW keys at a time (one os.urandom call per key cost ~1 us)."""
+    with _key_lock:
+        pool, offset = _key_pool
+        if offset >= len(pool):
+            pool, offset = os.urandom(KEY_BYTES_GENERATED * KEYS_PER_DRAW), 0
+            _key_pool[0] = pool
+        _key_pool[1] = offset + KEY_BYTES_GENERATED
+        return pool[offset:offset + KEY_BYTES_GENERATED]
+
+
+def _forget_keys() -> None:
+    _key_pool[:] = [b"", 0]  # a forked child must not hand out its parent's keys again
+
+
+os.register_at_fork(after_in_child=_forget_keys)
 
 
 def _note_lost(lost: _Lost, state: dict[str, Any]) -> None:

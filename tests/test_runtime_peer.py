@@ -224,3 +224,14 @@ async def test_connections_max_refuses_extra(tmp_path):
             peer.stop()
     finally:
         CONFIG = saved
+
+
+def test_generated_keys_never_repeat_across_pool_draws_or_a_fork():
+    from meshstream import client
+
+    items = [client.make_item(b"d") for _ in range(3 * client.KEYS_PER_DRAW + 5)]
+    keys = [item.key for item in items]
+    assert len(set(keys)) == len(keys) and {len(k) for k in keys} == {client.KEY_BYTES_GENERATED}
+    assert all(type(item) is client.AppendItem and item == client.AppendItem(item.key, b"d", {}) for item in items)
+    client._forget_keys()  # what a forked child runs: it draws a fresh pool
+    assert client.make_item(b"d").key not in set(keys)
