@@ -220,6 +220,33 @@ def test_join_is_retried_until_the_seed_answers():
     assert len(joins) >= 2, f"seed={seed}: {joins}"
 
 
+def test_a_seed_pushes_a_new_join_to_the_members_at_once():
+    seed = 7
+    net = mesh(seed, 6)
+    net.run_until(net.now + 3 * CONFIG.probe_interval_s)  # quiet: nothing left to piggyback
+    sent_before = len(net.sent)
+    net.add("n7", seeds=["n1"])
+    joined_at = net.now
+    # One round trip (latencies <= 20 ms each way), far less than a probe period.
+    knows = net.wait_for(lambda: all(net.status(v, "n7") == "alive" for v in net.live_viewers()),
+                         deadline=joined_at + CONFIG.probe_interval_s, step=0.005)
+    assert knows - joined_at <= 0.06, f"seed={seed}: members learned the join after {knows - joined_at:.3f} s"
+    pushes = [(src, dst) for _, src, dst, m in net.sent[sent_before:]
+              if isinstance(m, Gossip) and any(isinstance(fact_of(e), MemberJoined) and fact_of(e).peer == "n7"
+                                               for e in m.gossip)]
+    assert sorted(dst for src, dst in pushes if src == "n1") == ["n2", "n3", "n4", "n5", "n6"], f"seed={seed}"
+
+
+def test_a_join_already_known_is_not_pushed_again():
+    seed = 8
+    net = mesh(seed, 4)
+    net.run_until(net.now + 3 * CONFIG.probe_interval_s)
+    join = next(m for _, src, _, m in net.sent if src == "n4" and isinstance(m, Join))
+    effects = net.peers["n1"].receive("n4", join, net.now)
+    assert not [e for e in effects if isinstance(e, Send) and isinstance(e.message, Gossip)], f"seed={seed}"
+    assert any(isinstance(e, (Send, SendTo)) and isinstance(e.message, JoinReply) for e in effects), f"seed={seed}"
+
+
 # -- failure detection --
 
 

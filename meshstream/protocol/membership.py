@@ -23,11 +23,11 @@ How it works (SWIM, with Lifeguard's habit of trusting refutation over timers):
 - Join: `start()` publishes our `MemberJoined` and sends it in a `Join` to each seed
   address, again every `JOIN_RETRY_PERIODS` periods until a seed answers; the seed absorbs
   it and answers with its whole `$topology` stream in bounded `JoinReply` chunks. That
-  snapshot is old news, so it is folded but not re-gossiped. The first peer of a mesh (no
-  seeds, no configuration known) publishes `MeshConfigured`. A peer still joining that
+  snapshot is old news, so it is folded but not re-gossiped. A join that is news to the
+  seed is also pushed at once to up to `JOIN_PUSH_PEERS_MAX` live members. The first peer
+  of a mesh (no seeds, no configuration known) publishes `MeshConfigured`. A joiner that
   knows no configuration holds a `Join` and answers it once it knows the mesh (its empty
-  snapshot made joiners configure the mesh and claim every shard: join-500 made 235
-  configurations and 5800 elections so); a joiner unconfigured after
+  snapshot made joiners configure the mesh and claim shards); a joiner unconfigured after
   `CONFIGURE_ALONE_PERIODS` periods (peers that only know each other) configures it.
 - `leave()` publishes `MemberLeft` and hands it directly to a few live peers, then stops
   probing.
@@ -52,7 +52,7 @@ from meshstream.envelope import Event
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
 from meshstream.protocol.broadcast import BroadcastQueue, Cooldown, chunk_events
 from meshstream.protocol.effects import Effect, Journal, Send, SendTo
-from meshstream.protocol.membership_state import BACKUP_DECLARE_FACTOR, Probe, Relay, Suspicion
+from meshstream.protocol.membership_state import BACKUP_DECLARE_FACTOR, Probe, ProbeOrder, Relay, Suspicion
 from meshstream.wire import membership_messages as wire
 from meshstream.wire.membership_messages import Ack, Gossip, Join, JoinReply, Ping, PingReq, WhoAreYou
 from topology.events import (MemberAlive, MemberFailed, MemberJoined, MemberLeft, MemberSuspect, MeshConfigured,
@@ -63,6 +63,7 @@ JOIN_RETRY_PERIODS = 2  # a seed that has not answered in two probe periods is a
 # Peers that only know each other as seeds, none configured, would wait for each other
 # forever: after this many periods unconfigured, a joiner configures the mesh itself.
 CONFIGURE_ALONE_PERIODS = 5 * JOIN_RETRY_PERIODS
+JOIN_PUSH_PEERS_MAX = 32  # a seed hands each new join to this many members at once (see _push_join)
 JOINERS_WAITING_MAX = 1024  # Joins held by a joining peer until it knows the mesh shape
 RELAYS_MAX = 1024  # indirect pings in flight for others; beyond this PingReqs are ignored
 LEAVE_NOTIFY_PEERS_MAX = 8  # peers told directly of a leave; gossip carries it further
@@ -100,9 +101,7 @@ class Membership:
         self._seq = 0
         self._probe: Probe | None = None
         self._period_end: float | None = None
-        self._probe_order: list[str] = []
-        self._probe_index = 0
-        self._in_round: set[str] = set()
+        self._probe_order = ProbeOrder(rng)
         self._suspicions: dict[str, Suspicion] = {}
         self._relays: dict[int, Relay] = {}
         self._seeds: tuple[str, ...] = ()
@@ -291,13 +290,28 @@ class Membership:
             raise RemoteProtocolError(f"a Join must carry a MemberJoined fact, not {type(fact).__name__}")
         if fact.peer == self.name:
             raise RemoteProtocolError(f"a Join from a peer with our own name {self.name!r}")
-        effects = self._absorb((join.member,), now) + self._settle(now)
+        new, absorbed = self._host.absorb_topology((join.member,), now)
+        effects = list(absorbed) + self._settle(now)
+        if new:
+            effects += self._push_join(join.member, fact.peer)
         if self._seeds and self._host.topology_view().shards is None:
             # Joining ourselves, with nothing to give yet: answered once we know the mesh.
             if len(self._joiners_waiting) < JOINERS_WAITING_MAX:
                 self._joiners_waiting[fact.peer] = fact.address
             return effects
         return effects + self._send_snapshot(fact.peer, fact.address)
+
+    def _push_join(self, event: Event, joiner: str) -> list[Effect]:
+        """Hand a new peer's join straight to up to `JOIN_PUSH_PEERS_MAX` live members.
+
+        The joiner learns the mesh from our snapshot; the members would learn of the joiner
+        only from piggybacked gossip, one probe period per hop. Pushed, every member of a
+        small mesh knows it one round trip after we do, and a large mesh's gossip starts
+        from that many peers at once.
+        """
+        others = [peer for peer in self._host.topology_view().live_peers() if peer not in (self.name, joiner)]
+        chosen = others if len(others) <= JOIN_PUSH_PEERS_MAX else self._rng.sample(others, JOIN_PUSH_PEERS_MAX)
+        return [Send(peer, Gossip((event,))) for peer in chosen]
 
     def _send_snapshot(self, peer: str, address: str) -> list[Effect]:
         effects: list[Effect] = []
@@ -409,28 +423,10 @@ class Membership:
 
     def _next_target(self, now: float) -> str | None:
         view = self._host.topology_view()
-        for _ in range(2):
-            while self._probe_index < len(self._probe_order):
-                peer = self._probe_order[self._probe_index]
-                self._probe_index += 1
-                if view.is_live(peer):
-                    return peer
-            self._new_round(view, now)
-        return None
-
-    def _new_round(self, view: TopologyState, now: float) -> None:
-        order = [peer for peer in view.live_peers() if peer != self.name]
-        self._rng.shuffle(order)
-        self._probe_order, self._probe_index, self._in_round = order, 0, set(order)
-        self._scan(now)  # once a round: a safety net should a broadcast() ever be missed
-
-    def _add_to_round(self, peer: str) -> None:
-        """A peer learned mid-round goes to a random place in the rest of the round."""
-        if peer == self.name or peer in self._in_round:
-            return
-        position = self._rng.randint(self._probe_index, len(self._probe_order))
-        self._probe_order.insert(position, peer)
-        self._in_round.add(peer)
+        target, renewed = self._probe_order.next(view.is_live, lambda: [p for p in view.live_peers() if p != self.name])
+        if renewed:
+            self._scan(now)  # once a round: a safety net should a broadcast() ever be missed
+        return target
 
     def _notify_suspects(self) -> list[Effect]:
         """Lifeguard's buddy idea: tell a peer we suspect so directly, so it refutes in time."""
@@ -507,8 +503,8 @@ class Membership:
             match fact:
                 case MemberSuspect():
                     self._arm(fact.peer, fact.incarnation, now, mine=fact.by == self.name)
-                case MemberJoined() | MemberAlive():
-                    self._add_to_round(fact.peer)
+                case MemberJoined() | MemberAlive() if fact.peer != self.name:
+                    self._probe_order.add(fact.peer)
             if isinstance(fact, (MemberJoined, MemberAlive, MemberSuspect, MemberFailed, MemberLeft)):
                 self._check_self = self._check_self or fact.peer == self.name
         if not self._check_self:

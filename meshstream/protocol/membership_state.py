@@ -1,10 +1,14 @@
-"""The per-probe, per-suspicion and per-relay records that `membership` keeps.
+"""The per-probe, per-suspicion and per-relay records that `membership` keeps, and its
+probe order.
 
-Plain slotted dataclasses, apart so that the SWIM logic in `membership` stays one module.
+Plain slotted dataclasses and one small class, apart so that the SWIM logic in
+`membership` stays one module.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshstream.envelope import Event
@@ -42,3 +46,42 @@ class Relay:
     seq: int  # the requester's probe seq, echoed in the relayed Ack
     target: str
     expires: float
+
+
+class ProbeOrder:
+    """SWIM's randomized round robin of probe targets (SWIM section 4.3).
+
+    Each round visits every live peer once, in a fresh random order; a peer that is no
+    longer live when its turn comes is skipped without spending a period. A peer learned
+    mid-round goes to a uniformly random place in the rest of the round, so a newcomer is
+    probed within one round, like everyone else.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._order: list[str] = []
+        self._index = 0
+        self._in_round: set[str] = set()
+
+    def next(self, is_live: Callable[[str], bool], live_peers: Callable[[], list[str]]) -> tuple[str | None, bool]:
+        """(the next live target or None when nobody is live, whether a new round began)."""
+        renewed = False
+        for _ in range(2):
+            while self._index < len(self._order):
+                peer = self._order[self._index]
+                self._index += 1
+                if is_live(peer):
+                    return peer, renewed
+            order = live_peers()
+            self._rng.shuffle(order)
+            self._order, self._index, self._in_round = order, 0, set(order)
+            renewed = True
+        return None, renewed
+
+    def add(self, peer: str) -> None:
+        """Put a peer learned mid-round at a random place in the rest of the round."""
+        if peer in self._in_round:
+            return
+        position = self._rng.randint(self._index, len(self._order))
+        self._order.insert(position, peer)
+        self._in_round.add(peer)
