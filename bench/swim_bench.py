@@ -1,24 +1,38 @@
 """SWIM membership measured in the simulator against the SWIM paper's figures.
 
-1. Detection: after the mesh settles, one peer crashes at a random instant. The first
-   detection period is k = ceil((first Ping sent to the dead peer - crash) / T): the round,
-   counted from the crash, in which some member first probed it. SWIM's expected value is
-   1 / (1 - (1 - 1/(N-1))^(N-1)) periods (target: the mean within 5%). Also printed: the
-   mean time from crash to the first `suspect` and `failed` decisions, in periods.
-2. Dissemination (N=1000 by default): a peer leaves; the periods until every live peer's
-   view shows it left (target: within ceil(1.5 ln N) = 11 periods in >= 99% of seeds with
-   no loss, within 14 at 10% loss).
+Each figure is sampled many times inside one simulation run (one settle phase per N and
+loss level), because a first-detection period is geometric-like (sd ~1 period) and
+showing "within 5%" needs on the order of a thousand samples.
+
+1. Detection: after the mesh settles, a peer crashes at a random instant; the first
+   detection period is k = ceil((first Ping sent to the dead peer - crash) / T), the
+   protocol period, counted from the crash, in which some member first probed it (SWIM
+   section 3.1). One period after that Ping (its prober has suspected it by then) the peer
+   restarts over its store with a new incarnation and refutes; a random 1-3 periods later
+   the next victim crashes. Only peers that every live view holds live are chosen, so each
+   sample has N-1 probers, each holding N-1 probe targets, as the paper assumes. SWIM's
+   expected value, for uniformly random targets, is E = 1 / (1 - (1 - 1/(N-1))^(N-1))
+   (target: the mean within 5%). Also printed: what randomized round robin (our probe
+   order) predicts, exactly, and the crash -> suspect time. With --overlap K at N=1000,
+   K victims are down at once (samples come K times faster); the expectation is then
+   computed per sample from the probers actually up, and both are printed.
+2. Dissemination (N=1000 by default): every ~3 periods another peer leaves (MemberLeft) or,
+   with --change failed, crashes and is declared failed; the periods from the change to
+   the moment every live peer's view no longer holds it live (target: within
+   ceil(1.5 ln N) = 11 periods in >= 99% of changes with no loss, within 14 at 10% loss).
 3. False positives: 17 peers, 10% message loss, 3 indirect probes, 100 periods: no live
    peer declared failed in >= 95% of seeds.
 
-Usage: python bench/swim_bench.py [--seeds 20] [--big-seeds 2] [--only detection|dissemination|false]
-Seeds are few at N=1000 on 2 cores; the figure says how many ran.
+Usage: python bench/swim_bench.py [--only detection|dissemination|false] [--samples 1000]
+       [--nodes 32,100,1000] [--changes 100] [--seeds 100] [--seed 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import resource
 import statistics
 import sys
 import time
@@ -32,7 +46,7 @@ from simulations.scenario import parse_scenario  # noqa: E402
 
 SCENARIO = """
 name = "swim-bench"
-duration_s = 1000
+duration_s = 100000
 [cluster]
 nodes = {nodes}
 replication_factor = 3
@@ -42,7 +56,11 @@ latency_ms = [1, 10]
 [config]
 gossip_interval_s = 1.0
 """
-SETTLE_S = {32: 20.0, 100: 30.0, 1000: 60.0}
+SETTLE_S_MAX = 120.0
+PROBE_WAIT_PERIODS_MAX = 30  # a victim unprobed this long counts as missed
+GAP_PERIODS = (1.0, 3.0)  # between a restart and the next crash (uniform)
+CHANGE_GAP_PERIODS = (2.0, 4.0)  # between two membership changes in the dissemination run
+CHECK_PERIODS = 0.1  # how often the dissemination run looks at the views
 
 
 def build(nodes: int, seed: int) -> Simulation:
@@ -53,89 +71,236 @@ def build(nodes: int, seed: int) -> Simulation:
 
 def settle(simulation: Simulation, nodes: int) -> float:
     """Run until every live peer folds the same membership view (or give up)."""
-    limit_s = SETTLE_S.get(nodes, 60.0)
-    while simulation.loop.now < limit_s:
+    while simulation.loop.now < SETTLE_S_MAX:
         simulation.loop.run_until(simulation.loop.now + 2.0)
         if checkers.membership_converged(simulation.cluster, simulation.scenario.cluster.shards):
             break
     return simulation.loop.now
 
 
-def detection_run(nodes: int, seed: int) -> dict:
-    simulation = build(nodes, seed)
-    period_s = simulation.scenario.config.probe_interval_s
-    rng = simulation.faults.rng
-    now = settle(simulation, nodes) + rng.uniform(0.0, period_s)
-    simulation.loop.run_until(now)
-    victim = rng.choice(simulation.cluster.live_peers()[1:])
-    first_ping: list[float] = []
-
-    def watch(at: float, src: str, dst: str | None, message: object) -> None:
-        if not first_ping and dst == victim and type(message).__name__ == "Ping" and src != victim:
-            first_ping.append(at)
-
-    simulation.cluster.send_observers.append(watch)
-    simulation.cluster.crash(simulation.cluster.peers[victim])
-    start_index = len(simulation.cluster.timeline)
-    simulation.loop.run_until(now + 30 * period_s)
-    decisions = {}
-    for entry in simulation.cluster.timeline[start_index:]:
-        if entry.kind in ("suspect", "failed") and victim in entry.text.split(": ", 1)[-1].split():
-            decisions.setdefault(entry.kind, entry.at_s)
-    result = {"periods": math.ceil((first_ping[0] - now) / period_s) if first_ping else None}
-    for kind, at in decisions.items():
-        result[kind] = (at - now) / period_s
-    return result
+def swim_expected(probers: int, targets: int) -> float:
+    """SWIM's mean first-detection period: each of `probers` members pings one of its
+    `targets` members uniformly at random each period."""
+    return 1.0 / (1.0 - (1.0 - 1.0 / targets) ** probers)
 
 
-def detection(seeds: int, big_seeds: int) -> None:
-    for nodes in (32, 100, 1000):
-        runs = seeds if nodes < 1000 else big_seeds
+def round_robin_expected(probers: int, targets: int) -> float:
+    """The same mean for randomized round robin, each member at a uniform place in its round.
+
+    A member with r targets left in its round (r uniform in 1..M) has not probed the victim
+    after m periods with probability 1 - m/M when m <= r; when m > r, the victim was behind
+    it in this round (probability (M-r)/M) and is not in the first m-r of the next one.
+    """
+    size = targets
+    total, m = 0.0, 0
+    while True:
+        alone = 0.0
+        for r in range(1, size + 1):
+            alone += 1.0 - m / size if m <= r else (size - r) / size * max(0.0, 1.0 - (m - r) / size)
+        survive = (alone / size) ** probers
+        if survive < 1e-12:
+            return total
+        total += survive
+        m += 1
+
+
+class DetectionSampler:
+    """Crashes peers one after another at random instants and times their first probe."""
+
+    def __init__(self, simulation: Simulation, samples: int, overlap: int) -> None:
+        self.simulation, self.cluster, self.loop = simulation, simulation.cluster, simulation.loop
+        self.rng = simulation.faults.rng
+        self.period_s = simulation.scenario.config.probe_interval_s
+        self.samples_max, self.overlap = samples, overlap
+        self.down: dict[str, tuple[float, int, int]] = {}  # victim -> (crash time, probers, targets)
+        self.recent: set[str] = set()  # restarted, not yet eligible again
+        self.periods: list[int] = []
+        self.expected: list[float] = []
+        self.suspect_periods: list[float] = []
+        self.missed = 0
+        self.skipped = 0
+        self.cluster.send_observers.append(self._watch)
+
+    def run(self, wall_s_max: float) -> None:
         started = time.perf_counter()
-        results = [detection_run(nodes, seed) for seed in range(1, runs + 1)]
-        periods = [r["periods"] for r in results if r["periods"] is not None]
-        expected = 1.0 / (1.0 - (1.0 - 1.0 / (nodes - 1)) ** (nodes - 1))
+        for lane in range(self.overlap):
+            self.loop.after(self.rng.uniform(*GAP_PERIODS) * self.period_s, self._crash)
+        while len(self.periods) + self.missed < self.samples_max and time.perf_counter() - started < wall_s_max:
+            self.loop.run_until(self.loop.now + 5 * self.period_s)
+
+    def _eligible(self) -> list[str]:
+        cluster = self.cluster
+        live = cluster.live_peers()
+        candidates = [name for name in live[1:] if name not in self.recent and name not in self.down]
+        self.rng.shuffle(candidates)
+        for name in candidates[:20]:
+            if all(cluster.peers[viewer].node.topology.is_live(name) for viewer in live if viewer != name):
+                return [name]
+        return []
+
+    def _crash(self) -> None:
+        if len(self.periods) + self.missed + len(self.down) >= self.samples_max:
+            return
+        chosen = self._eligible()
+        if not chosen:
+            self.skipped += 1
+            self.loop.after(self.period_s, self._crash)
+            return
+        victim = chosen[0]
+        live = self.cluster.live_peers()
+        targets = statistics.median_low(
+            self.cluster.peers[name].node.topology.live_count() - 1 for name in live if name != victim)
+        self.down[victim] = (self.loop.now, len(live) - 1, targets)
+        self.cluster.crash(self.cluster.peers[victim])
+        crashed_at = self.loop.now
+        self.loop.after(PROBE_WAIT_PERIODS_MAX * self.period_s, lambda: self._give_up(victim, crashed_at))
+
+    def _watch(self, at: float, src: str, dst: str | None, message: object) -> None:
+        entry = self.down.get(dst) if dst is not None else None
+        if entry is None or src == dst or type(message).__name__ != "Ping":
+            return
+        crashed_at, probers, targets = self.down.pop(dst)
+        self.periods.append(math.ceil((at - crashed_at) / self.period_s))
+        self.expected.append(swim_expected(probers, targets))
+        self.loop.after(self.period_s + 0.01, lambda: self._restart(dst, crashed_at))
+
+    def _give_up(self, victim: str, crashed_at: float) -> None:
+        entry = self.down.get(victim)
+        if entry is not None and entry[0] == crashed_at:
+            del self.down[victim]
+            self.missed += 1
+            self._restart(victim, entry[0])
+
+    def _restart(self, victim: str, crashed_at: float) -> None:
+        for entry in reversed(self.cluster.timeline):
+            if entry.at_s < crashed_at:
+                break
+            if entry.kind == "suspect" and entry.at_s >= crashed_at and f"suspects {victim} " in entry.text:
+                self.suspect_periods.append((entry.at_s - crashed_at) / self.period_s)
+                break
+        peer = self.cluster.peers[victim]
+        self.cluster.start_peer(peer, self.cluster.seeds_for(victim))
+        self.recent.add(victim)
+        self.loop.after(3 * self.period_s, lambda: self.recent.discard(victim))
+        self.loop.after(self.rng.uniform(*GAP_PERIODS) * self.period_s, self._crash)
+
+
+def detection(nodes_list: list[int], samples: int, seed: int, overlap_big: int, wall_s_max: float) -> None:
+    for nodes in nodes_list:
+        clock = _Clock()
+        simulation = build(nodes, seed)
+        settled_at = settle(simulation, nodes)
+        overlap = overlap_big if nodes >= 1000 else 1
+        sampler = DetectionSampler(simulation, samples, overlap)
+        sampler.run(wall_s_max)
+        periods = sampler.periods
+        count = len(periods)
         mean = statistics.mean(periods) if periods else float("nan")
-        within = abs(mean - expected) <= 0.05 * expected
-        suspect = [r["suspect"] for r in results if "suspect" in r]
-        failed = [r["failed"] for r in results if "failed" in r]
-        print(f"detection N={nodes}: mean first-detection period {mean:.3f} over {len(periods)}/{runs} seeds; "
-              f"SWIM expects {expected:.3f} (target within 5%) {'OK' if within else 'MISSED'}; "
-              f"crash->suspect {_mean(suspect)} periods, crash->failed {_mean(failed)} periods "
-              f"[{time.perf_counter() - started:.0f} s wall]", flush=True)
+        error = statistics.stdev(periods) / math.sqrt(count) if count > 1 else float("nan")
+        paper = swim_expected(nodes - 1, nodes - 1)
+        per_sample = statistics.mean(sampler.expected) if sampler.expected else float("nan")
+        robin = round_robin_expected(nodes - 1, nodes - 1)
+        off = (mean - paper) / paper
+        print(f"SEED={seed} detection N={nodes}: mean first-detection period {mean:.3f} +- {error:.3f} (s.e.) "
+              f"over {count} samples ({sampler.missed} unprobed, {sampler.skipped} crash slots skipped); "
+              f"SWIM expects {paper:.3f} (target within 5%: {off:+.1%}, 95% CI {(mean - 1.96 * error - paper) / paper:+.1%}"
+              f"..{(mean + 1.96 * error - paper) / paper:+.1%}) {'OK' if abs(off) <= 0.05 else 'MISSED'}; "
+              f"SWIM formula with the probers actually up {per_sample:.3f}; randomized round robin predicts "
+              f"{robin:.3f}; distribution {_histogram(periods)}; crash->suspect {_mean(sampler.suspect_periods)} "
+              f"periods; overlap {overlap}; settled at {settled_at:.0f} s; {clock}", flush=True)
 
 
-def dissemination_run(nodes: int, seed: int, loss: float) -> float | None:
-    simulation = build(nodes, seed)
-    period_s = simulation.scenario.config.probe_interval_s
-    now = settle(simulation, nodes)
-    cluster = simulation.cluster
-    if loss:
-        cluster.network.set_link(None, loss=loss)
-    victim = simulation.faults.rng.choice(cluster.live_peers()[1:])
-    cluster.leave(cluster.peers[victim])
-    waiting = [name for name in cluster.live_peers() if name != victim]
-    while waiting and simulation.loop.now < now + 40 * period_s:
-        simulation.loop.run_until(simulation.loop.now + period_s / 10)
-        waiting = [name for name in waiting if cluster.peers[name].alive and not _left(cluster, name, victim)]
-    return None if waiting else (simulation.loop.now - now) / period_s
+class DisseminationSampler:
+    """Makes a membership change every few periods at another peer and times its spread."""
 
+    def __init__(self, simulation: Simulation, changes: int, kind: str) -> None:
+        self.simulation, self.cluster, self.loop = simulation, simulation.cluster, simulation.loop
+        self.rng = simulation.faults.rng
+        self.period_s = simulation.scenario.config.probe_interval_s
+        self.changes_max, self.kind = changes, kind
+        self.made = 0
+        self.pending: dict[str, tuple[float, list[str]]] = {}  # victim -> (change time, observers left)
+        self.crashed: dict[str, int] = {}  # --change failed: victim -> timeline index at the crash
+        self.periods: list[float] = []
+        self.unfinished = 0
 
-def _left(cluster, observer: str, victim: str) -> bool:
-    member = cluster.peers[observer].node.topology.member(victim)
-    return member is not None and member.status == "left"
-
-
-def dissemination(big_seeds: int, nodes: int) -> None:
-    bound = math.ceil(1.5 * math.log(nodes))
-    for loss, target in ((0.0, bound), (0.1, 14)):
+    def run(self, wall_s_max: float) -> None:
         started = time.perf_counter()
-        results = [dissemination_run(nodes, seed, loss) for seed in range(1, big_seeds + 1)]
-        done = [r for r in results if r is not None]
-        inside = sum(1 for r in done if r <= target)
-        print(f"dissemination N={nodes} loss={loss:.0%}: reached all within {target} periods in {inside}/"
-              f"{len(results)} seeds (target >= 99%); periods {[round(r, 1) for r in done]} "
-              f"[{time.perf_counter() - started:.0f} s wall]", flush=True)
+        self.loop.after(self.period_s, self._change)
+        self.loop.after(CHECK_PERIODS * self.period_s, self._check)
+        while (len(self.periods) < self.changes_max or self.pending or self.crashed) \
+                and time.perf_counter() - started < wall_s_max:
+            self.loop.run_until(self.loop.now + 5 * self.period_s)
+        self.unfinished = len(self.pending) + len(self.crashed)
+
+    def _change(self) -> None:
+        if self.made >= self.changes_max:
+            return
+        busy = set(self.pending) | set(self.crashed)
+        candidates = [name for name in self.cluster.live_peers()[1:] if name not in busy]
+        victim = self.rng.choice(candidates)
+        self.made += 1
+        peer = self.cluster.peers[victim]
+        if self.kind == "leave":
+            self.cluster.leave(peer)
+            self._start_watch(victim)
+        else:
+            self.crashed[victim] = len(self.cluster.timeline)
+            self.cluster.crash(peer)
+        self.loop.after(self.rng.uniform(*CHANGE_GAP_PERIODS) * self.period_s, self._change)
+
+    def _start_watch(self, victim: str) -> None:
+        observers = [name for name in self.cluster.live_peers() if name != victim]
+        self.pending[victim] = (self.loop.now, observers)
+
+    def _check(self) -> None:
+        self._note_declarations()
+        cluster = self.cluster
+        for victim in sorted(self.pending):
+            changed_at, observers = self.pending[victim]
+            waiting = [name for name in observers if cluster.peers[name].alive
+                       and cluster.peers[name].node.topology.is_live(victim)]
+            if waiting:
+                self.pending[victim] = (changed_at, waiting)
+            else:
+                del self.pending[victim]
+                self.periods.append((self.loop.now - changed_at) / self.period_s)
+        self.loop.after(CHECK_PERIODS * self.period_s, self._check)
+
+    def _note_declarations(self) -> None:
+        timeline = self.cluster.timeline
+        for victim in sorted(self.crashed):
+            for entry in timeline[self.crashed[victim]:]:
+                if entry.kind == "failed" and f"declares {victim} failed" in entry.text:
+                    del self.crashed[victim]
+                    observers = [name for name in self.cluster.live_peers() if name != victim]
+                    self.pending[victim] = (entry.at_s, observers)
+                    break
+            else:
+                self.crashed[victim] = len(timeline)
+
+
+def dissemination(nodes: int, changes: int, seed: int, kind: str, losses: list[float], wall_s_max: float) -> None:
+    bound = math.ceil(1.5 * math.log(nodes))
+    for loss in losses:
+        target = bound if loss == 0 else 14
+        clock = _Clock()
+        simulation = build(nodes, seed)
+        settled_at = settle(simulation, nodes)
+        if loss:
+            simulation.cluster.network.set_link(None, loss=loss)
+        sampler = DisseminationSampler(simulation, changes, kind)
+        sampler.run(wall_s_max)
+        done = sampler.periods
+        inside = sum(1 for periods in done if periods <= target)
+        total = len(done) + sampler.unfinished
+        share = inside / total if total else float("nan")
+        quantiles = statistics.quantiles(done, n=100) if len(done) > 1 else [float("nan")] * 99
+        print(f"SEED={seed} dissemination N={nodes} ({kind}) loss={loss:.0%}: reached every live peer within "
+              f"{target} periods for {inside}/{total} changes = {share:.1%} (target >= 99%) "
+              f"{'OK' if share >= 0.99 else 'MISSED'}; periods mean {_mean(done)} median {quantiles[49]:.1f} "
+              f"p99 {quantiles[98]:.1f} max {max(done, default=float('nan')):.1f} "
+              f"({sampler.unfinished} unfinished); settled at {settled_at:.0f} s; {clock}", flush=True)
 
 
 def false_positive_run(seed: int, periods: int = 100) -> int:
@@ -150,13 +315,29 @@ def false_positive_run(seed: int, periods: int = 100) -> int:
 
 
 def false_positives(seeds: int) -> None:
-    started = time.perf_counter()
+    clock = _Clock()
     failures = [false_positive_run(seed) for seed in range(1, seeds + 1)]
     clean = sum(1 for count in failures if count == 0)
     share = clean / len(failures)
-    print(f"false positives N=17 loss=10% k=3 over 100 periods: no live peer declared failed in {clean}/"
-          f"{len(failures)} seeds = {share:.0%} (target >= 95%) {'OK' if share >= 0.95 else 'MISSED'} "
-          f"[{time.perf_counter() - started:.0f} s wall]", flush=True)
+    print(f"SEEDS=1..{seeds} false positives N=17 loss=10% k=3 over 100 periods: no live peer declared failed in "
+          f"{clean}/{len(failures)} seeds = {share:.0%} (target >= 95%) {'OK' if share >= 0.95 else 'MISSED'}; "
+          f"{clock}", flush=True)
+
+
+class _Clock:
+    """Wall and CPU time since creation, and the machine's load, for each printed figure."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+    def __str__(self) -> str:
+        cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - self.cpu
+        return f"{time.perf_counter() - self.wall:.0f} s wall, {cpu:.0f} s CPU, load {os.getloadavg()[0]:.2f}"
+
+
+def _histogram(periods: list[int]) -> str:
+    counts = {k: periods.count(k) for k in sorted(set(periods))}
+    return " ".join(f"{k}:{v}" for k, v in counts.items())
 
 
 def _mean(values: list[float]) -> str:
@@ -165,15 +346,24 @@ def _mean(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--big-seeds", type=int, default=2)
-    parser.add_argument("--dissemination-nodes", type=int, default=1000)
     parser.add_argument("--only", choices=("detection", "dissemination", "false"), default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=1000, help="detection samples per N")
+    parser.add_argument("--nodes", default="32,100,1000", help="detection mesh sizes")
+    parser.add_argument("--overlap", type=int, default=3, help="victims down at once at N >= 1000")
+    parser.add_argument("--changes", type=int, default=100, help="dissemination changes per loss level")
+    parser.add_argument("--dissemination-nodes", type=int, default=1000)
+    parser.add_argument("--change", choices=("leave", "failed"), default="leave")
+    parser.add_argument("--losses", default="0,0.1")
+    parser.add_argument("--seeds", type=int, default=100, help="false-positive seeds")
+    parser.add_argument("--wall-s-max", type=float, default=1800.0, help="per figure, after settling")
     args = parser.parse_args()
     if args.only in (None, "detection"):
-        detection(args.seeds, args.big_seeds)
+        nodes = [int(n) for n in args.nodes.split(",")]
+        detection(nodes, args.samples, args.seed, args.overlap, args.wall_s_max)
     if args.only in (None, "dissemination"):
-        dissemination(args.big_seeds, args.dissemination_nodes)
+        losses = [float(loss) for loss in args.losses.split(",")]
+        dissemination(args.dissemination_nodes, args.changes, args.seed, args.change, losses, args.wall_s_max)
     if args.only in (None, "false"):
         false_positives(args.seeds)
 
