@@ -214,8 +214,9 @@ class Rebalance:
 
     def _prune(self) -> None:
         """After a change of view: forget confirmations of peers that left a shard's push set
-        (a replica that comes back later must catch up again) and progress of shards that
-        are no longer ours."""
+        (a replica that comes back later must catch up again), settle a shard whose new
+        placement is all confirmed already (else its retired replicas would be pushed to
+        forever), and forget progress of shards that are no longer ours."""
         version = self.node.topology.version
         if self._pruned_version == version:
             return
@@ -225,6 +226,9 @@ class Rebalance:
             epoch, ready = self._ready[shard]
             keep = set(self.push_set(shard)) | {self.node.name}
             self._ready[shard] = (epoch, ready & keep)
+            placement = self.node.placement(shard)
+            if all(peer in ready for peer in placement):  # the set shrank onto confirmed peers
+                self._settled[shard] = placement
         for table in (self._confirmed, self._progress):
             for shard in [s for s in table if s not in mine]:
                 del table[shard]

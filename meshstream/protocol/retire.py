@@ -10,15 +10,16 @@ version vectors for the shard's streams. A member answers that it *covers* the s
 (`ReleaseReply`) when all of these hold in its own view:
 
 - it is in the shard's placement (it keeps the shard: nobody drops it next);
-- its store's vectors (durable events only) hold every dot the asker's vectors hold;
+- its store's vectors (durable events only) hold every dot the asker's vectors hold (the
+  asker raises its vectors to any dot it holds beyond a gap, so that is covered too);
 - it is confirmed for the current master epoch: the master when every member of the
   placement is confirmed caught up (`Rebalance.all_confirmed`), a replica when the
   master has confirmed it (`Rebalance.confirmed_here`);
 - it is not handing the shard over.
 
 The asker drops the shard's streams (`EventStore.drop_streams`, durable) once every
-member of its placement answered "covers" for the round, its shard digest is still the
-one it sent (nothing arrived since), nothing of the shard is in flight to its disk, no
+member of its placement answered "covers" for the round, what it holds is still what it
+said (nothing arrived since), nothing of the shard is in flight to its disk, no
 anti-entropy pull of it is under way, and it still does not replicate the shard. So every
 event it drops is durable on every member of the new set: nothing acknowledged can be
 lost, whatever its ack level. A late push that lands afterwards is dropped by a later
@@ -43,11 +44,12 @@ if TYPE_CHECKING:
 
 RELEASE_EVERY_INTERVALS = 4  # a retired replica asks every 4th gossip interval until released
 RELEASE_MESSAGES = (ReleaseQuery, ReleaseReply)
+STRAGGLERS_MAX = 1024  # events beyond a gap in the vector, read to describe what is held
 
 
 @dataclass(slots=True)
 class Asked:
-    digest: bytes  # the asker's shard digest when it asked: a change means new events arrived
+    held: list[StreamVector]  # what the asker said it holds: anything more arrived since
     members: frozenset[str]  # the placement asked
     covered: set[str]
 
@@ -70,7 +72,7 @@ class Retirement:
         mine = node.responsible_shards(node.name)
         store = node.store
         return [shard for shard in range(shards) if shard not in mine
-                and any(store.version_vector(stream) for stream in node.streams_in(shard))]
+                and any(store.event_count(stream) or store.version_vector(stream) for stream in node.streams_in(shard))]
 
     def tick(self, now: float) -> list[Effect]:
         """Ask the new sets of the shards held here but replicated elsewhere."""
@@ -79,20 +81,39 @@ class Retirement:
         if self.rebalance.draining or not self.rebalance.steady(now):
             return []
         by_member: dict[str, list[int]] = {}
+        held: dict[int, list[StreamVector]] = {}
         for shard in self.held_elsewhere()[:QUERY_SHARDS_MAX]:
             members = node.placement(shard)
             if not members or node.anti_entropy.pulling(shard, now) or self._in_flight(shard):
                 continue
-            self._asked[shard] = Asked(node.shard_digest(shard), frozenset(members), set())
+            vectors = [self._held(stream) for stream in node.streams_in(shard)]
+            if any(vector is None for vector in vectors):
+                continue  # too many events beyond a gap: anti-entropy fills it first
+            held[shard] = vectors  # type: ignore[assignment]
+            self._asked[shard] = Asked(held[shard], frozenset(members), set())
             for member in members:
                 by_member.setdefault(member, []).append(shard)
         effects: list[Effect] = []
         for member in sorted(by_member):
             shards = tuple(by_member[member])
-            vectors = tuple(StreamVector(stream, node.store.version_vector(stream))
-                            for shard in shards for stream in node.streams_in(shard))
+            vectors = tuple(vector for shard in shards for vector in held[shard])
             effects.append(Send(member, ReleaseQuery(shards, vectors)))
         return effects
+
+    def _held(self, stream: str) -> StreamVector | None:
+        """Every dot this peer holds of `stream` as a vector: the store's (contiguous) vector
+        raised to the highest dot held beyond a gap (a late push), so a member covers it
+        only when it holds a contiguous run through that dot. None when more than
+        STRAGGLERS_MAX events sit beyond gaps."""
+        store = self.node.store
+        vector = store.version_vector(stream)
+        beyond = store.events_missing(stream, vector, STRAGGLERS_MAX + 1)
+        if len(beyond) > STRAGGLERS_MAX:
+            return None
+        tops: dict[str, int] = {}
+        for event in beyond:
+            tops[event.dot.peer] = max(tops.get(event.dot.peer, 0), event.dot.counter)
+        return StreamVector(stream, vector.merge(tops) if tops else vector)
 
     def on_reply(self, src: str, reply: ReleaseReply, now: float) -> list[Effect]:
         effects: list[Effect] = []
@@ -108,7 +129,7 @@ class Retirement:
 
     def _drop(self, shard: int, asked: Asked, now: float) -> list[Effect]:
         node = self.node
-        if (shard in node.responsible_shards(node.name) or node.shard_digest(shard) != asked.digest
+        if (shard in node.responsible_shards(node.name) or self._held_now(shard) != asked.held
                 or self._in_flight(shard) or node.anti_entropy.pulling(shard, now) or not self.rebalance.steady(now)):
             return []  # something moved since the question: ask again next round
         streams = node.streams_in(shard)
@@ -122,6 +143,9 @@ class Retirement:
         self.streams_dropped += len(streams)
         return [Journal("dropped", f"{node.name} drops shard {shard} ({len(streams)} stream(s)): "
                         f"{','.join(sorted(asked.members))} hold all of it")]
+
+    def _held_now(self, shard: int) -> list[StreamVector | None]:
+        return [self._held(stream) for stream in self.node.streams_in(shard)]
 
     def _in_flight(self, shard: int) -> bool:
         node = self.node
