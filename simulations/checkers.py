@@ -17,6 +17,11 @@ At the end the checks are exact:
   (both branches of a partition, before the merge picks a winner) is reported as
   `key_rereads`, not as a duplicate: the store-level check covers the end state.
 - `no_failed_live_peers`: no live peer is failed or left in any live peer's view.
+- scale-out (`placement_problems`, `balance_problems`, `dropped_problems`): every shard's
+  master is in its replica set and has confirmed each replica caught up; no peer masters
+  more than ceil(shards / peers) + 1 shards; peers outside a shard's replica set hold
+  none of its events and every replica holds all that any live peer holds. All three
+  read the most common view (`reference_node`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from meshstream.clocks import VersionVector
 from meshstream.errors import CorruptRecord
 from meshstream.ids import TOPOLOGY_STREAM, shard_of
 from simulations.cluster import SimCluster
+from topology.election import master_cap
 
 READ_ALL_EVENTS = 10_000_000
 LIVE_STATUSES = ("alive", "suspect")
@@ -206,3 +212,63 @@ class Sampler:
                 self.since[name] = None
             elif self.since[name] is None:
                 self.since[name] = now
+
+
+def placement_problems(cluster: SimCluster, shards: int) -> list[str]:
+    """Shards whose master is outside the replica set or has not confirmed every replica."""
+    reference = reference_node(cluster, shards)
+    if reference is None:
+        return ["no live peer"]
+    problems = []
+    for shard in range(shards):
+        replicas = reference.topology.replica_set(shard)
+        master = reference.topology.live_master(shard)
+        if master is None or master not in replicas or not cluster.peers[master].alive:
+            problems.append(f"shard {shard}: master {master} not in {list(replicas)}")
+            continue
+        counted = cluster.peers[master].node.rebalance.counted(shard, replicas)
+        if counted != set(replicas):
+            problems.append(f"shard {shard}: {sorted(set(replicas) - counted)} not confirmed caught up")
+    return problems
+
+
+def balance_problems(cluster: SimCluster, shards: int) -> list[str]:
+    """Peers mastering more than ceil(shards / live peers) + 1 shards."""
+    reference = reference_node(cluster, shards)
+    if reference is None:
+        return ["no live peer"]
+    load = Counter(reference.topology.live_master(shard) for shard in range(shards))
+    cap = master_cap(shards, len(cluster.live_peers()))
+    return [f"{peer} masters {count} shards > {cap}" for peer, count in sorted(load.items(), key=str) if count > cap]
+
+
+def dropped_problems(cluster: SimCluster, shards: int) -> list[str]:
+    """Peers outside a stream's replica set that still hold its events, and replicas that
+    lack some that a live peer holds (by version vectors and event counts)."""
+    reference = reference_node(cluster, shards)
+    if reference is None:
+        return ["no live peer"]
+    live = cluster.live_peers()
+    holders: dict[str, list[str]] = {}
+    for name in live:
+        store = cluster.peers[name].store
+        for stream in store.streams():
+            if not stream.startswith("$"):
+                holders.setdefault(stream, []).append(name)
+    problems = []
+    for stream in sorted(holders):
+        replicas = [p for p in reference.topology.replica_set(shard_of(stream, shards)) if p in cluster.peers
+                    and cluster.peers[p].alive]
+        union = VersionVector()
+        for name in holders[stream]:
+            union = union.merge(cluster.peers[name].store.version_vector(stream))
+        most = max(cluster.peers[name].store.event_count(stream) for name in holders[stream])
+        for name in holders[stream]:
+            if name not in replicas:
+                problems.append(f"{stream}@{name}: {cluster.peers[name].store.event_count(stream)} events "
+                                f"outside the replica set")
+        for name in replicas:
+            store = cluster.peers[name].store
+            if store.version_vector(stream) != union or store.event_count(stream) != most:
+                problems.append(f"{stream}@{name}: a replica lacks events another peer holds")
+    return problems

@@ -3,7 +3,8 @@
 The timeline lists faults and the decisions peers journalled (elections, failures,
 joins, conflicts, corruption), collapsing repeats of one decision by many peers into one
 line with a count, then the convergence moments. The summary gives each check with
-PASS/FAIL, the counts and the trace digest.
+PASS/FAIL, the counts and the trace digest, and for a scale-out scenario a table of its
+steps (settle time, capacity model, messages per peer per second).
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ def render_text(result: Any, scenario: Scenario) -> str:
             f"  messages {result.messages}  bytes {result.bytes}  dropped {details['dropped_messages']}  "
             f"persists lost {details['persists_lost']}",
             f"  trace digest {result.trace_digest}"]
+    if details.get("scale_out_steps"):
+        out += ["", "scale-out steps:", f"  {'at s':>7}  {'step':<12} {'peers':>5} {'settle s':>9} {'closed x lin':>12} "
+                f"{'uniform x lin':>13}  msgs/peer/s"]
+        for step in details["scale_out_steps"]:
+            settle = "never" if step["settle_s"] is None else f"{step['settle_s']:.2f}"
+            out.append(f"  {step['at_s']:>7g}  {step['step']:<12} {step.get('peers', '-'):>5} {settle:>9} "
+                       f"{step.get('capacity_closed_vs_linear', '-'):>12} {step.get('capacity_uniform_vs_linear', '-'):>13}"
+                       f"  {step.get('messages_per_peer_per_s', '-')}")
     if details["problems"]:
         out += ["", "problems:"] + ["  " + problem for problem in details["problems"]]
     out += ["", "OK" if result.ok else "FAILED"]

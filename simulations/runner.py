@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from meshstream.errors import ConfigError
-from simulations import checkers
+from simulations import checkers, scaleout
 from simulations.cluster import SimCluster, default_node_factory, default_store_factory
 from simulations.faults import FaultInjector
 from simulations.loop import EventLoop, Journal
@@ -116,6 +116,9 @@ class Simulation:
         if sample:
             large = scenario.cluster.nodes > LARGE_MESH_PEERS
             self._schedule_samples(SAMPLE_INTERVAL_LARGE_S if large else SAMPLE_INTERVAL_S)
+        self.scale_out = scaleout.ScaleOutTracker(self) if scaleout.wanted(scenario.expect) else None
+        if self.scale_out is not None:
+            self.scale_out.start()
 
     def finish(self) -> Result:
         """Take the last sample and compute the end-of-run checks."""
@@ -142,6 +145,10 @@ class Simulation:
         converged_at = since["data"] if not divergent else None
         checks = self._checks(len(acked), loss, duplicates, converged_at, masters, failed_live)
         details = self._details(acked, loss, duplicates, divergent, failed_live, masters)
+        if getattr(self, "scale_out", None) is not None:  # simulations/scaleout.py
+            checks.update(self.scale_out.checks())
+            details.update(self.scale_out.details())
+            details["problems"] = (details["problems"] + details["scale_out_problems"])[:DETAIL_LINES_MAX]
         return Result(
             scenario=scenario.name, seed=self.seed, ok=all(checks.values()), checks=checks, acked=len(acked),
             lost=len(loss.lost), duplicates=len(duplicates), divergent_replicas=len(divergent),

@@ -13,6 +13,16 @@ from all) and `one_way = [["n1", "n2"]]` (block n1 -> n2 only), `loss`/`latency_
 `loss`/`latency` faults, `count` on `join` and `corrupt`; `[expect]` also takes
 `membership_converged_by_s`, `no_failed_live_peers` and `acked_min`.
 
+Many streams in one `[[workload]]`: `streams = 200` with `stream_prefix = "s"` (instead of
+`stream`) writes `s000` .. `s199`, each at `rate_per_s`; `stagger_s` spreads their starts
+evenly over that many seconds after `start_s`. Scale-out expectations (simulations/
+scaleout.py), checked at the end of the run: `placement_converged` (every shard's master
+is in its replica set and has confirmed every replica caught up), `masters_balanced` (no
+peer masters more than ceil(shards / peers) + 1 shards), `replicas_dropped` (peers outside
+a shard's replica set hold none of its events, every replica holds all of them) and
+`step_settle_s_max` (every join or leave step settled, all three of placement, balance and
+membership, within that many seconds; the time each step took is in the report).
+
 Node selectors: peer names, `master:STREAM` (resolved when the fault fires), `crashed`
 (every peer down at that moment), `isolated` (peers cut off by `partition nodes=`),
 `live` (every peer up).
@@ -40,6 +50,7 @@ REPLICATION_FACTOR_MAX = 1024  # Config's own cap: full replication (rf = N) of 
 # a 500-peer mesh spent half its time re-checking ~1000-record in-memory stores five times a
 # second. 1000/s still passes over such a store every second; a scenario may set its own.
 SIM_SCRUB_RECORDS_PER_S = 1000
+STREAMS_PER_WORKLOAD_MAX = 100_000  # `streams = N` in one [[workload]]
 _FAULT_KEYS = {
     "crash": {"nodes"},
     "restart": {"nodes"},
@@ -101,6 +112,10 @@ class Expect:
     membership_converged_by_s: float | None = None
     no_failed_live_peers: bool = False
     acked_min: int | None = None
+    placement_converged: bool = False
+    masters_balanced: bool = False
+    replicas_dropped: bool = False
+    step_settle_s_max: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +154,8 @@ def parse_scenario(text: str) -> Scenario:
     cluster = _cluster(_table(doc, "cluster", required=True))
     network = _network(_table(doc, "network"))
     config = _config(_table(doc, "config"), cluster)
-    workloads = tuple(_workload(w, f"workload[{i}]", duration_s) for i, w in enumerate(_tables(doc, "workload")))
+    workloads = tuple(item for i, w in enumerate(_tables(doc, "workload"))
+                      for item in _workloads(w, f"workload[{i}]", duration_s))
     faults = tuple(_fault(f, f"fault[{i}]") for i, f in enumerate(_tables(doc, "fault")))
     _check_names(cluster, workloads, faults)
     expect = _expect(_table(doc, "expect"))
@@ -176,6 +192,23 @@ def _config(table: dict[str, Any], cluster: Cluster) -> Config:
         raise ConfigError(f"[config]: {exc}") from None
     except TypeError as exc:
         raise ConfigError(f"[config]: {exc}") from None
+
+
+def _workloads(table: Any, where: str, duration_s: float) -> list[Workload]:
+    """One `[[workload]]` table: one stream, or `streams` of them named by a prefix."""
+    if not isinstance(table, dict) or "streams" not in table:
+        return [_workload(table, where, duration_s)]
+    at = where + "."
+    if "stream" in table:
+        raise ConfigError(f"{at}stream: give either stream or streams with stream_prefix")
+    count = _int(table, at, "streams", required=True, low=1, high=STREAMS_PER_WORKLOAD_MAX)
+    prefix = _text(table, at, "stream_prefix", required=True)
+    stagger_s = _number(table, at, "stagger_s", default=0.0, low=0.0)
+    start_s = _number(table, at, "start_s", default=0.0, low=0.0)
+    width = len(str(count - 1))
+    rest = {key: value for key, value in table.items() if key not in ("streams", "stream_prefix", "stagger_s")}
+    return [_workload({**rest, "stream": f"{prefix}{index:0{width}d}", "start_s": start_s + stagger_s * index / count},
+                      where, duration_s) for index in range(count)]
 
 
 def _workload(table: Any, where: str, duration_s: float) -> Workload:
@@ -258,6 +291,10 @@ def _expect(table: dict[str, Any]) -> Expect:
         membership_converged_by_s=_number(table, at, "membership_converged_by_s", default=None, low=0.0),
         no_failed_live_peers=_bool(table, at, "no_failed_live_peers", default=False),
         acked_min=_int(table, at, "acked_min", default=None, low=0),
+        placement_converged=_bool(table, at, "placement_converged", default=False),
+        masters_balanced=_bool(table, at, "masters_balanced", default=False),
+        replicas_dropped=_bool(table, at, "replicas_dropped", default=False),
+        step_settle_s_max=_number(table, at, "step_settle_s_max", default=None, low=0.0),
     )
 
 
