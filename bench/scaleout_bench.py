@@ -286,12 +286,14 @@ def print_report(document: dict) -> None:
           f"wall {document['wall_s']} s cpu {document['cpu_s']} s")
     for name, passed in sorted(document["checks"].items()):
         print(f"  check {name:<28} {'pass' if passed else 'FAIL'}")
-    print(f"  {'step':<16} {'peers':>5} {'settle s':>9} {'closed x lin':>12} {'uniform x lin':>13}  msgs/peer/s")
+    print(f"  {'step':<16} {'peers':>5} {'settle s':>9}  capacity x linear: closed/uniform at settle, at end"
+          f"  msgs/peer/s")
     for step in document["scale_out_steps"]:
         settle = "-" if step["settle_s"] is None else f"{step['settle_s']:.1f}"
-        print(f"  {step['step']:<16} {step.get('peers', '-'):>5} {settle:>9} "
-              f"{step.get('capacity_closed_vs_linear', '-'):>12} {step.get('capacity_uniform_vs_linear', '-'):>13}  "
-              f"{step.get('messages_per_peer_per_s')}")
+        print(f"  {step['step']:<16} {step.get('peers', '-'):>5} {settle:>9}  "
+              f"{step.get('capacity_closed_vs_linear', '-')}/{step.get('capacity_uniform_vs_linear', '-')}, "
+              f"{step.get('plateau_capacity_closed_vs_linear', '-')}/{step.get('plateau_capacity_uniform_vs_linear', '-')}"
+              f"  {step.get('messages_per_peer_per_s')}")
     for problem in document.get("problems", [])[:10]:
         print(f"  problem: {problem}")
     print("  target: sustained rate >= 0.7x linear up to 50 peers; every step settled")

@@ -85,13 +85,14 @@ def render_text(result: Any, scenario: Scenario) -> str:
             f"persists lost {details['persists_lost']}",
             f"  trace digest {result.trace_digest}"]
     if details.get("scale_out_steps"):
-        out += ["", "scale-out steps:", f"  {'at s':>7}  {'step':<12} {'peers':>5} {'settle s':>9} {'closed x lin':>12} "
-                f"{'uniform x lin':>13}  msgs/peer/s"]
+        out += ["", "scale-out steps (capacity model x linear at the step's end, closed-loop / uniform):",
+                f"  {'at s':>7}  {'step':<12} {'peers':>5} {'settle s':>9} {'closed':>7} {'uniform':>7}  msgs/peer/s"]
         for step in details["scale_out_steps"]:
             settle = "never" if step["settle_s"] is None else f"{step['settle_s']:.2f}"
+            closed = step.get("plateau_capacity_closed_vs_linear", step.get("capacity_closed_vs_linear", "-"))
+            uniform = step.get("plateau_capacity_uniform_vs_linear", step.get("capacity_uniform_vs_linear", "-"))
             out.append(f"  {step['at_s']:>7g}  {step['step']:<12} {step.get('peers', '-'):>5} {settle:>9} "
-                       f"{step.get('capacity_closed_vs_linear', '-'):>12} {step.get('capacity_uniform_vs_linear', '-'):>13}"
-                       f"  {step.get('messages_per_peer_per_s', '-')}")
+                       f"{closed:>7} {uniform:>7}  {step.get('messages_per_peer_per_s', '-')}")
     if details["problems"]:
         out += ["", "problems:"] + ["  " + problem for problem in details["problems"]]
     out += ["", "OK" if result.ok else "FAILED"]

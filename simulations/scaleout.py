@@ -10,8 +10,10 @@ looks at the mesh: the current step has *settled* the first time no live peer is
 `settle_s` is that moment minus the step's start (None if the next step, or the end,
 came first). At that moment it also evaluates the capacity model (simulations/
 capacity.py: the sustained write rate, closed-loop and uniform, and its ratio to linear)
-over the scenario's streams, and from then until the next step it counts messages per
-peer per second by family (membership, anti-entropy, rebalance, writes).
+over the scenario's streams, again at every later poll of the step (`plateau_*`: the
+last one before the next step, once load-aware balancing has had the step's time), and
+from the settle until the next step it counts messages per peer per second by family
+(membership, anti-entropy, rebalance, writes).
 
 The end-of-run checks read the final state: `placement_converged`, `masters_balanced`,
 `replicas_dropped` (checkers.py) and `step_settle_s_max` (every step settled within it).
@@ -90,7 +92,10 @@ class ScaleOutTracker:
     def poll(self) -> None:
         cluster, now = self.sim.cluster, self.sim.loop.now
         step = self._current(now)
-        if step.settle_s is not None or now <= step.at_s or not cluster.live_peers():
+        if step.settle_s is not None:
+            step.figures.update(self._capacity(now, "plateau_"))  # the last poll before the next step
+            return
+        if now <= step.at_s or not cluster.live_peers():
             return
         if any(cluster.peers[name].node.rebalance.draining for name in cluster.live_peers()):
             return  # a leave is still handing shards off
@@ -104,14 +109,19 @@ class ScaleOutTracker:
         self._active = (step, later[0] if later else float("inf"))
 
     def _figures(self, now: float) -> dict[str, Any]:
+        figures: dict[str, Any] = {"peers": len(self.sim.cluster.live_peers()), "settled_at_s": round(now, 3)}
+        return figures | self._capacity(now, "")
+
+    def _capacity(self, now: float, prefix: str) -> dict[str, Any]:
+        """The capacity model's sustained rate over linear, closed-loop and uniform."""
         live = len(self.sim.cluster.live_peers())
-        figures: dict[str, Any] = {"peers": live, "settled_at_s": round(now, 3)}
         reference = checkers.reference_node(self.sim.cluster, self.shards)
-        if reference is None or not self.streams:
-            return figures
+        if reference is None or not self.streams or not live:
+            return {}
+        figures: dict[str, Any] = {f"{prefix}at_s": round(now, 3)} if prefix else {}
         for model in capacity.MODELS:
             rate = capacity.sustained_rate(reference.topology, self.streams, CAPACITY_PER_S, model)
-            figures[f"capacity_{model}_vs_linear"] = round(rate / (CAPACITY_PER_S * live), 3)
+            figures[f"{prefix}capacity_{model}_vs_linear"] = round(rate / (CAPACITY_PER_S * live), 3)
         return figures
 
     # ------------------------------------------------------------------ the end of the run
