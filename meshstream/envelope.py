@@ -100,22 +100,27 @@ class Event:
         dot_start = b"\x82" + _dumps(writer)  # [writer, counter]
         held = ordered.get(writer)  # the writer's entry in the next event's context
         around = _context_around(ordered, writer) if held is not None else (_dumps(_flatten(ordered)), b"")
+        held_head = b"" if held is None else _head(0, held)
         events: list[Event] = []
         for key, data, metadata in items:
             counter += 1
-            size = len(data)
+            size, counter_head = len(data), _head(0, counter)
             body = b"".join((start, _BYTES_HEADS[len(key)] if len(key) < 256 else _head(0x40, len(key)), key,
                              _BYTES_HEADS[size] if size < 256 else _head(0x40, size), data,
-                             _dumps(dict(metadata)) if metadata else b"\xa0", dot_start, _head(0, counter),
-                             around[0], b"" if held is None else _head(0, held), around[1]))
+                             _dumps(dict(metadata)) if metadata else b"\xa0", dot_start, counter_head,
+                             around[0], held_head, around[1]))
             digest = _blake3(body).digest()
+            size = len(body)
+            envelope = b"".join((b"\x82\x59" + size.to_bytes(2, "big") if 0x100 <= size < 0x10000 else _envelope_head(size),
+                                 body, _DIGEST_HEAD, digest))  # _envelope, inline for the usual size
             events.append(_make_event(stream, key, data, metadata, _make_dot(writer, counter),
-                                      _make_vector(dict(ordered)), digest, _envelope(body, digest)))
+                                      _make_vector(dict(ordered)), digest, envelope))
             if held is None:  # the writer's first event in this stream: it joins the context
                 ordered[writer] = counter
                 ordered = {peer: ordered[peer] for peer in sorted(ordered)}
                 around = _context_around(ordered, writer)
             ordered[writer] = held = counter
+            held_head = counter_head  # the next event's context holds this event's counter
         return events
 
     def metadata_dict(self) -> dict[str, MetadataValue]:
@@ -230,7 +235,11 @@ _DIGEST_HEAD = b"\x58\x20"  # a 32-byte byte string
 
 def _envelope(body: bytes, digest: bytes) -> bytes:
     """`dumps([body, digest])` without the encoder: the same bytes."""
-    size = len(body)
+    return b"".join((_envelope_head(len(body)), body, _DIGEST_HEAD, digest))
+
+
+def _envelope_head(size: int) -> bytes:
+    """The envelope's array head and its body's byte-string head."""
     if size < 24:
         head = bytes((0x82, 0x40 | size))
     elif size < 0x100:
@@ -241,7 +250,7 @@ def _envelope(body: bytes, digest: bytes) -> bytes:
         head = b"\x82\x5a" + size.to_bytes(4, "big")
     else:
         head = b"\x82\x5b" + size.to_bytes(8, "big")
-    return b"".join((head, body, _DIGEST_HEAD, digest))
+    return head
 
 
 _BYTES_HEADS = tuple(bytes((0x40 | n,)) if n < 24 else bytes((0x58, n)) for n in range(256))
