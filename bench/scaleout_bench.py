@@ -37,6 +37,9 @@ from topology.election import master_cap  # noqa: E402
 
 STREAMS = 200
 PROGRESS_S = 5.0  # simulated seconds between progress checks
+# Writes stop this long after the leave: the rest of the run is quiet so that the end-of-run
+# checks see a settled mesh (as the write rates fall, load-aware balancing moves masters).
+WRITES_AFTER_LEAVE_S = 10.0
 SCENARIO_PATH = Path(__file__).resolve().parents[1] / "simulations" / "scenarios" / "scale-out.toml"
 
 
@@ -53,7 +56,7 @@ def scenario_text(steps: list[int], step_s: float, settle_s: float, shards: int,
         "[cluster]", f"nodes = {steps[0]}", "replication_factor = 3", f"shards = {shards}", "",
         "[network]", "latency_ms = [1, 10]", "",
         "[[workload]]", f"streams = {STREAMS}", 'stream_prefix = "s"', "rate_per_s = 1", "start_s = 1",
-        "stagger_s = 1", f"stop_s = {duration - 5:g}", 'ack = "quorum"', "reader = false", "",
+        "stagger_s = 1", f"stop_s = {leave_at + WRITES_AFTER_LEAVE_S:g}", 'ack = "quorum"', "reader = false", "",
     ]
     for index, (before, after) in enumerate(zip(steps, steps[1:]), start=1):
         lines += ["[[fault]]", f"at_s = {step_s * index:g}", 'kind = "join"', f"count = {after - before}", ""]
@@ -303,7 +306,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", default="2,5,10,20,50")
     parser.add_argument("--step-s", type=float, default=15.0)
-    parser.add_argument("--settle-s", type=float, default=20.0)
+    parser.add_argument("--settle-s", type=float, default=30.0)
     parser.add_argument("--shards", type=int, default=256)
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--json", action="store_true")

@@ -10,9 +10,9 @@ random live peer in a `RateHints`; a receiver keeps, per shard, the entry with t
 epoch). The table reaches every peer in O(log N) rounds at one small message per peer per
 round, whatever N.
 
-`rates()` gives the table, quantized to `RATE_QUANTUM_PER_S`, to
-`topology.election.balanced_masters`; `version` changes only when a quantized rate does,
-so targets are recomputed only then. Hints never enter `$topology` and never decide
+`rates()` gives the table, quantized to `RATE_QUANTUM_PER_S` and changed only by more
+than `RATE_HYSTERESIS` (or to or from idle), to `topology.election.balanced_masters`;
+`version` changes only when such a rate does, so targets are recomputed only then. Hints never enter `$topology` and never decide
 safety: a stale or forged rate can only make the balance worse, while placement, the
 count cap and the catch-up rules of a handover hold whatever it says.
 """
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 RATE_WINDOW_S = 10.0  # a rate is the growth over this long: steady enough at 1 event/s
 GOSSIP_EVERY_INTERVALS = 2  # one RateHints per peer every 2 gossip intervals
 RATE_QUANTUM_PER_S = 0.25  # rates handed to the balancer are multiples of this (noise moves nothing)
+RATE_HYSTERESIS = 0.2  # ... and change only by more than 20% (or to or from idle)
 
 
 class LoadHints:
@@ -88,7 +89,8 @@ class LoadHints:
             return
         self._table[entry.shard] = entry
         quantized = round(entry.rate_milli / 1000 / RATE_QUANTUM_PER_S) * RATE_QUANTUM_PER_S
-        if self._quantized.get(entry.shard, 0.0) != quantized:
+        used = self._quantized.get(entry.shard, 0.0)
+        if quantized != used and (not quantized or not used or abs(quantized - used) > RATE_HYSTERESIS * used):
             self._quantized[entry.shard] = quantized
             self.version += 1
 
