@@ -43,7 +43,16 @@ if TYPE_CHECKING:
     from meshstream.protocol.node import Node
 
 TOPOLOGY_SHARD = -1  # the key of `$topology` in `_pulling`
-PULL_LOCK_INTERVALS = 4  # a pull unanswered for this many gossip intervals is given up
+PULL_LOCK_INTERVALS = 4  # a pull unanswered for this many gossip intervals is given up...
+# ...but held at least this long: the answer waits behind this peer's own backlog, and on a
+# loaded machine a short lock (0.2 s with the local preset) expired before the answer was
+# read, another partner was asked for the same shard, and both went on continuing their
+# batches (4x the bytes of what was missing).
+PULL_LOCK_S_MIN = 1.0
+# A catch-up continuation is held longer still: its partner has just answered, and a lock
+# whose partner is declared failed is free at once (`pulling`), so a partner that dies mid
+# catch-up costs no more than its failure detection.
+CONTINUE_LOCK_S_MIN = 10.0
 EVENT_OVERHEAD_BYTES = 8  # CBOR framing of one envelope inside a batch
 # SWIM never probes a failed peer, so after a partition heals each side would go on
 # believing the other dead. Now and then a round goes to a failed peer instead: comparing
@@ -59,13 +68,13 @@ class AntiEntropy:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self._round = 0
-        self._pulling: dict[int, tuple[str, float]] = {}  # shard -> (partner, expiry)
+        self._pulling: dict[int, tuple[str, float, int]] = {}  # shard -> (partner, expiry, round)
         self._candidates_cache: tuple[int, list[str], list[str]] | None = None
 
     # -- queries --
     def pulling(self, shard: int, now: float) -> bool:
         entry = self._pulling.get(shard)
-        return entry is not None and entry[1] > now
+        return entry is not None and entry[1] > now and self.node.topology.is_live(entry[0])
 
     # -- starting a round --
     def choose_partner(self) -> str | None:
@@ -111,20 +120,22 @@ class AntiEntropy:
         give = tuple(s for s in differing if s in theirs)
         if not want and not give and not topology_differs:
             return []
-        pull = self._pull(offer.round_id, src, want, topology_differs, now)
-        message = SyncPull(offer.round_id, pull.shards, pull.vectors, pull.topology, pull.topology_holes,
+        self._round += 1  # our numbering: the answer's round names this pull (`_release`)
+        pull = self._pull(self._round, src, want, topology_differs, now)
+        message = SyncPull(pull.round_id, pull.shards, pull.vectors, pull.topology, pull.topology_holes,
                            give, topology_differs)
         return [Send(src, message)]
 
-    def _pull(self, round_id: int, src: str, shards: list[int], topology: bool, now: float) -> SyncPull:
+    def _pull(self, round_id: int, src: str, shards: list[int], topology: bool, now: float,
+              lock_s_min: float = PULL_LOCK_S_MIN) -> SyncPull:
         """A pull for those of `shards` (and `$topology`) not already pulled from another."""
-        expiry = now + PULL_LOCK_INTERVALS * self.node.config.gossip_interval_s
+        expiry = now + max(PULL_LOCK_INTERVALS * self.node.config.gossip_interval_s, lock_s_min)
         free = [s for s in shards if not self.pulling(s, now)]
         for shard in free:
-            self._pulling[shard] = (src, expiry)
+            self._pulling[shard] = (src, expiry, round_id)
         vector, holes = None, []
         if topology and not self.pulling(TOPOLOGY_SHARD, now):
-            self._pulling[TOPOLOGY_SHARD] = (src, expiry)
+            self._pulling[TOPOLOGY_SHARD] = (src, expiry, round_id)
             vector, holes = self.node.log.summary(TOPOLOGY_HOLES_MAX)
         vectors = tuple(
             StreamVector(stream, self.node.pull_vector(stream))  # with events in flight here
@@ -144,7 +155,8 @@ class AntiEntropy:
         mine = node.responsible_shards(node.name)
         want = [s for s in pull.answer_shards if 0 <= s < limit_shards and s in mine]
         if want or pull.answer_topology:
-            answer = self._pull(pull.round_id, src, want, pull.answer_topology, now)
+            self._round += 1
+            answer = self._pull(self._round, src, want, pull.answer_topology, now)
             if answer.shards or answer.topology is not None:
                 effects.append(Send(src, answer))
         return effects
@@ -188,37 +200,42 @@ class AntiEntropy:
         if TOPOLOGY_SHARD in self._pulling and self._pulling[TOPOLOGY_SHARD][0] == src and not batch.more:
             self.node.topology_synced_with(src, now)
         if not batch.more or len(self.node.unpersisted) >= PIPELINED_EVENTS_MAX:
-            return self.node.take_events(src, events, now, ("sync", src, batch.more))
+            return self.node.take_events(src, events, now, ("sync", src, (batch.round_id, batch.more)))
         effects = self.node.take_events(src, events, now, ("sync", src, None))
-        return effects + self._continue(src, now)
+        return effects + self._continue(src, batch.round_id, now)
 
-    def on_durable(self, src: str, more: bool | None, now: float) -> list[Effect]:
-        """A batch from `src` is durable: its pulls are done (the store's vectors now show
-        the events, so the next pull asks only for the rest); continue if it was cut.
-        `more` None: a batch already continued when it arrived."""
-        if more is None:
+    def on_durable(self, src: str, pull: tuple[int, bool] | None, now: float) -> list[Effect]:
+        """A batch from `src` answering our pull `pull` = (round, more) is durable: that
+        pull is done (the store's vectors now show the events, so the next pull asks only
+        for the rest); continue it if the batch was cut. None: a batch already continued
+        when it arrived. Only that pull's shards are released: an answer to another pull
+        from the same partner (a `$topology` round, often empty) must not free the shards
+        of a catch-up in progress, or other partners are asked for the same events."""
+        if pull is None:
             return []
+        round_id, more = pull
         if more:
-            return self._continue(src, now)
-        self._release(src)
+            return self._continue(src, round_id, now)
+        self._release(src, round_id)
         return []
 
-    def _continue(self, src: str, now: float) -> list[Effect]:
-        """Pull the next batch of the shards pulled from `src`, straight from it: no offer
-        (a digest of every shared shard on both sides) per batch. The pull names the events
-        in flight here (`Node.pull_vector`), so they are not sent again."""
-        pulled = self._release(src)
+    def _continue(self, src: str, round_id: int, now: float) -> list[Effect]:
+        """Pull the next batch of the shards pulled from `src` in `round_id`, straight from
+        it: no offer (a digest of every shared shard on both sides) per batch. The pull
+        names the events in flight here (`Node.pull_vector`), so they are not sent again."""
+        pulled = self._release(src, round_id)
         self._round += 1
         shards = [s for s in pulled if s != TOPOLOGY_SHARD]
-        pull = self._pull(self._round, src, shards, TOPOLOGY_SHARD in pulled, now)
+        pull = self._pull(self._round, src, shards, TOPOLOGY_SHARD in pulled, now, CONTINUE_LOCK_S_MIN)
         if not pull.shards and pull.topology is None:
             return self.start_round(src, now)  # locked meanwhile by another partner, or expired
         return [Send(src, SyncContinue(pull.round_id, pull.shards, pull.vectors, pull.topology,
                                        pull.topology_holes, (), False))]
 
-    def _release(self, src: str) -> list[int]:
-        """End the pulls from `src`; the shards they covered, in order."""
-        released = [shard for shard in sorted(self._pulling) if self._pulling[shard][0] == src]
+    def _release(self, src: str, round_id: int) -> list[int]:
+        """End the pull `round_id` from `src`; the shards it covered, in order."""
+        released = [shard for shard in sorted(self._pulling) if self._pulling[shard][0] == src
+                    and self._pulling[shard][2] == round_id]
         for shard in released:
             del self._pulling[shard]
         return released

@@ -33,9 +33,10 @@ SHARD_DIGEST_BYTES = 16  # store.shard_digest's size; also the $topology digest
 TOPOLOGY_HOLES_MAX = 4096  # dots named as lacking in one pull; beyond, the vector is lowered
 FORWARD_HOPS_MAX = 4  # a forward bounced between peers with stale views stops here
 # Events in one answer to a SyncContinue: a returning peer far behind pays one pull, one
-# decode pass and one fsync (~4 ms here) per batch; 4096 x 300-byte events is ~1.2 MiB,
-# under the 4 MiB batch bytes bound, and far under the 16 MiB frame bound.
-CATCHUP_BATCH_EVENTS_MAX = 4096
+# decode pass and one fsync (~4 ms here) per batch; 2048 x 300-byte events is ~0.6 MiB,
+# under the 4 MiB batch bytes bound. Not more: the batch is taken in one go on the event
+# loop (~30 ms), and probes wait behind it.
+CATCHUP_BATCH_EVENTS_MAX = 2048
 
 
 @record
