@@ -23,6 +23,7 @@ from meshstream.errors import LocalProtocolError, RemoteProtocolError
 from meshstream.protocol.broadcast import BroadcastQueue
 from meshstream.protocol.effects import Effect, Journal, Send, SendTo
 from meshstream.protocol.membership import BACKUP_DECLARE_FACTOR, DEAD_PROBE_PERIODS, Membership
+from meshstream.protocol.membership_state import ProbeOrder
 from meshstream.wire.membership_messages import Ack, Gossip, Join, JoinReply, Ping, PingReq
 from meshstream.wire.schema import message_from_bytes, message_to_bytes
 from topology.events import MemberFailed, MemberJoined, MemberSuspect, TopologyFact, fact_key, fact_of, topology_event
@@ -245,6 +246,33 @@ def test_a_join_already_known_is_not_pushed_again():
     effects = net.peers["n1"].receive("n4", join, net.now)
     assert not [e for e in effects if isinstance(e, Send) and isinstance(e.message, Gossip)], f"seed={seed}"
     assert any(isinstance(e, (Send, SendTo)) and isinstance(e.message, JoinReply) for e in effects), f"seed={seed}"
+
+
+def test_probe_order_visits_every_live_peer_once_a_round_in_fresh_orders():
+    seed = 9
+    order = ProbeOrder(random.Random(seed))
+    peers = sorted(f"n{i}" for i in range(2, 12))
+    live = set(peers)
+    rounds = []
+    for _ in range(3):
+        visited = []
+        for step in range(len(peers)):
+            target, renewed = order.next(live.__contains__, lambda: sorted(live))
+            assert renewed == (step == 0), f"seed={seed}"
+            visited.append(target)
+        assert sorted(visited) == peers, f"seed={seed}: {visited}"
+        rounds.append(visited)
+    assert len({tuple(r) for r in rounds}) == 3, f"seed={seed}: rounds repeat their order"
+    first, _ = order.next(live.__contains__, lambda: sorted(live))  # a fourth round begins
+    gone = next(peer for peer in peers if peer != first)
+    live.discard(gone)  # a peer no longer live is skipped without spending a turn
+    order.add("n99")  # a newcomer joins the rest of this round
+    live.add("n99")
+    rest = []
+    while not rest or not rest[-1][1]:
+        rest.append(order.next(live.__contains__, lambda: sorted(live)))
+    targets = [first] + [target for target, _ in rest[:-1]]
+    assert sorted(targets) == sorted((set(peers) - {gone}) | {"n99"}), f"seed={seed}: {targets}"
 
 
 # -- failure detection --
