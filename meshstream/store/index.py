@@ -39,6 +39,7 @@ NO_STREAM = 0xFFFFFFFF
 KEY_TABLE_SLOTS_MIN = 1 << 10  # a small store (the simulator runs hundreds) stays small
 VECTOR_KEPT_PEERS_MIN = 32  # smaller vectors are rebuilt as cheaply as a kept one is checked
 _blake3 = blake3.blake3
+_new = object.__new__
 _from_bytes = int.from_bytes
 _dot_of = operator.attrgetter("dot")
 _peer_of = operator.attrgetter("peer")
@@ -203,13 +204,20 @@ class StreamIndex:
         # A vector of many writers (`$topology` of a large mesh) is asked for on every
         # persist and sorting it anew cost a 500-peer simulation seconds. A copy of the dict
         # it was built from tells, in one C comparison, that it is still right, whichever
-        # path changed `vector` meanwhile.
-        built = self._vector_built
-        if built is not None and built[0] == self.vector:
+        # path changed `vector` meanwhile. When only counters rose, the writers are reused
+        # in the order already sorted (all positive, as the constructor would keep them).
+        built, counters = self._vector_built, self.vector
+        if built is not None and built[0] == counters:
             return built[1]
-        vector = VersionVector(self.vector)
-        if len(self.vector) >= VECTOR_KEPT_PEERS_MIN:
-            self._vector_built = (dict(self.vector), vector)
+        if (built is not None and len(built[1]) == len(counters) and built[0].keys() == counters.keys()
+                and min(counters.values()) > 0):
+            vector = _new(VersionVector)
+            vector._counters = dict(zip(built[1], map(counters.__getitem__, built[1])))  # noqa: SLF001
+            vector._hash = None  # noqa: SLF001
+        else:
+            vector = VersionVector(counters)
+        if len(counters) >= VECTOR_KEPT_PEERS_MIN:
+            self._vector_built = (dict(counters), vector)
         return vector
 
     def describe(self) -> list:
