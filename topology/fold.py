@@ -84,7 +84,9 @@ class TopologyState:
         # most joins touch no replica set, so views of placement keep their caches.
         self.placement_version = 0
         self._master_peers: frozenset[str] | None = frozenset()
-        self._first_cache: tuple[int, dict[str, list[int]]] | None = None
+        # peer -> the shards whose best-ranked key is that peer's, kept with `_ranked` (an
+        # election check asks on every input; a recount per placement change was O(shards)).
+        self._firsts: dict[str, set[int]] = {}
 
     # -- folding --
 
@@ -118,7 +120,7 @@ class TopologyState:
         if self._config is not None and self._config_bytes <= encoded:
             return False
         self._config, self._config_bytes = fact, encoded
-        self._ranked, self._placement = None, {}  # the shape changed: recounted lazily
+        self._ranked, self._placement, self._firsts = None, {}, {}  # the shape changed: recounted lazily
         self.placement_version += 1
         return True
 
@@ -181,6 +183,7 @@ class TopologyState:
         for shard in list(itertools.compress(range(len(floors)), map(operator.ge, scores, floors))):
             keys = ranked[shard]
             key = (scores[shard], peer)
+            first = keys[-1][1] if keys else None
             bisect.insort(keys, key)
             if len(keys) > factor:
                 if keys[0] == key:
@@ -189,6 +192,8 @@ class TopologyState:
                 del keys[0]
             if len(keys) == factor:
                 floors[shard] = keys[0][0]
+            if keys[-1] is key:
+                self._move_first(shard, first, peer)
             self._placement.pop(shard, None)
             moved = True
         return moved
@@ -209,19 +214,33 @@ class TopologyState:
                 continue
             self._placement.pop(shard, None)
             moved = True
+            was_first = at == len(keys) - 1
             if len(keys) < factor:  # not full: every live peer is in it, nobody moves up
                 del keys[at]
-                continue
-            ranked[shard] = sorted((rank_key(shard, p) for p in top_peers(shard, self._live, factor)))
-            floors = self._floors
-            floors[shard] = ranked[shard][0][0] if len(ranked[shard]) == factor else -1
+            else:
+                keys = ranked[shard] = sorted((rank_key(shard, p) for p in top_peers(shard, self._live, factor)))
+                self._floors[shard] = keys[0][0] if len(keys) == factor else -1
+            if was_first:  # the next best-ranked is first now
+                self._move_first(shard, peer, keys[-1][1] if keys else None)
         return moved
+
+    def _move_first(self, shard: int, before: str | None, after: str | None) -> None:
+        """The best-ranked peer of `shard` changed from `before` to `after`."""
+        if before == after:
+            return
+        if before is not None:
+            held = self._firsts[before]
+            held.discard(shard)
+            if not held:
+                del self._firsts[before]
+        if after is not None:
+            self._firsts.setdefault(after, set()).add(shard)
 
     def _ensure_ranked(self) -> list[list[tuple[int, str]]]:
         if self._ranked is None:
             assert self._config is not None
             shards = self._config.shards
-            self._ranked, self._floors, self._placement = [[] for _ in range(shards)], [-1] * shards, {}
+            self._ranked, self._floors, self._placement, self._firsts = [[] for _ in range(shards)], [-1] * shards, {}, {}
             for peer in sorted(self._live):
                 self._placement_add(peer)
         return self._ranked
@@ -291,14 +310,8 @@ class TopologyState:
         """The shards whose best-ranked live replica is `peer`, ascending."""
         if self._config is None:
             return []
-        cache = self._first_cache
-        if cache is None or cache[0] != self.placement_version:
-            first: dict[str, list[int]] = {}
-            for shard, keys in enumerate(self._ensure_ranked()):
-                if keys:
-                    first.setdefault(keys[-1][1], []).append(shard)
-            cache = self._first_cache = (self.placement_version, first)
-        return list(cache[1].get(peer, ()))
+        self._ensure_ranked()
+        return sorted(self._firsts.get(peer, ()))
 
     def shards_of(self, peer: str) -> list[int]:
         """The shards whose replica set includes `peer`, ascending."""
@@ -347,6 +360,7 @@ class TopologyState:
         clone._live_sorted = None
         clone._ranked = None if self._ranked is None else [list(keys) for keys in self._ranked]
         clone._floors = list(self._floors)
+        clone._firsts = {peer: set(shards) for peer, shards in self._firsts.items()}
         clone._placement = dict(self._placement)
         clone.version = self.version
         clone.placement_version = self.placement_version
