@@ -204,15 +204,19 @@ class StreamIndex:
         # A vector of many writers (`$topology` of a large mesh) is asked for on every
         # persist and sorting it anew cost a 500-peer simulation seconds. A copy of the dict
         # it was built from tells, in one C comparison, that it is still right, whichever
-        # path changed `vector` meanwhile. When only counters rose, the writers are reused
-        # in the order already sorted (all positive, as the constructor would keep them).
+        # path changed `vector` meanwhile. When counters rose and writers were only added,
+        # the writers already sorted are reused, the new ones inserted (no sort; all
+        # positive, as the constructor would keep them).
         built, counters = self._vector_built, self.vector
         if built is not None and built[0] == counters:
             return built[1]
-        if (built is not None and len(built[1]) == len(counters) and built[0].keys() == counters.keys()
+        if (built is not None and len(built[1]) == len(built[0]) and built[0].keys() <= counters.keys()
                 and min(counters.values()) > 0):
+            writers = list(built[1])
+            for writer in sorted(counters.keys() - built[0].keys()):
+                bisect.insort(writers, writer)
             vector = _new(VersionVector)
-            vector._counters = dict(zip(built[1], map(counters.__getitem__, built[1])))  # noqa: SLF001
+            vector._counters = dict(zip(writers, map(counters.__getitem__, writers)))  # noqa: SLF001
             vector._hash = None  # noqa: SLF001
         else:
             vector = VersionVector(counters)
