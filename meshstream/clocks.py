@@ -171,6 +171,16 @@ class VersionVector(Mapping[str, int]):
         return vector
 
 
+def vector_of_sorted(counters: dict[str, int]) -> VersionVector:
+    """A vector over `counters`, which the caller already holds sorted by peer with every
+    count positive (what the constructor would make of them). Not checked: for callers that
+    keep a vector of ~N writers in order and would otherwise sort it on every build."""
+    vector = VersionVector.__new__(VersionVector)
+    vector._counters = counters  # noqa: SLF001
+    vector._hash = None  # noqa: SLF001
+    return vector
+
+
 def _plain_entries(peers: list[Any], counts: list[Any]) -> bool:
     """True when every peer is 1-64 characters of text, in ascending order, and every
     count an int in 1..COUNTER_MAX. Each test is one pass in C: a `$topology` vector

@@ -14,6 +14,7 @@ hashes: order-independent, updated in O(1), equal exactly when the dot sets are 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import operator
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 
 import blake3
 
-from meshstream.clocks import Dot, VersionVector
+from meshstream.clocks import Dot, VersionVector, vector_of_sorted
 from meshstream.envelope import Event
 from meshstream.errors import RemoteProtocolError
 from meshstream.ids import TOPOLOGY_STREAM
@@ -39,6 +40,10 @@ def _dot_hash(peer: str, counter: int) -> int:
     return int.from_bytes(blake3.blake3(text).digest(length=DIGEST_BYTES), "big")
 
 
+def _tie_break(event: Event) -> tuple[str, int, bytes]:
+    return (event.dot.peer, event.dot.counter, event.digest)  # as `canonical_order` breaks ties
+
+
 class TopologyLog:
     """Holds the `$topology` events, their fold (`state`) and the dots seen."""
 
@@ -52,12 +57,17 @@ class TopologyLog:
         # per writer, not by scanning every event (N writers at N peers: O(N^2) otherwise).
         self._by_writer: dict[str, dict[int, Event]] = {}
         self._top: dict[str, int] = {}  # dot peer -> highest counter held
-        self._writers_sorted: list[str] | None = []
+        self._writers_sorted: list[str] = []  # the keys of _by_writer, kept sorted (insort)
         # The contiguous vector as a plain dict: raising it is O(1). An immutable
         # VersionVector of it is built only when asked for (a copy per dot was O(N)).
         self._tops: dict[str, int] = {}
         self._vector: VersionVector | None = VersionVector()
         self._events: list[Event] | None = []  # canonical order of the served events
+        # True while every event's context names only earlier events of its own writer (as
+        # `sequence` makes them): every causal edge then runs forward in (peer, counter,
+        # digest) order, so the canonical order is that sort (Kahn's min-first release
+        # never waits), without building the graph for each join snapshot.
+        self._chains_only = True
         self._digest = 0
         self._counter = 0
         self.version = 0  # raised whenever the fold changes: caches key on it
@@ -67,7 +77,7 @@ class TopologyLog:
     def vector(self) -> VersionVector:
         """Contiguous version vector of the dots held (as the store computes one)."""
         if self._vector is None:
-            self._vector = VersionVector(self._tops)
+            self._vector = self._sorted_vector(self._tops)
         return self._vector
 
     def summary(self, holes_max: int) -> tuple[VersionVector, list[Dot]]:
@@ -83,7 +93,7 @@ class TopologyLog:
             if len(holes) + len(missing) <= holes_max:
                 tops[peer] = max(beyond)
                 holes += [Dot(peer, c) for c in missing]
-        return VersionVector(tops), holes
+        return self._sorted_vector(tops), holes
 
     def digest(self) -> bytes:
         return self._digest.to_bytes(DIGEST_BYTES, "big")
@@ -91,7 +101,8 @@ class TopologyLog:
     def events(self) -> list[Event]:
         """Every served event, in canonical order (cached until the served set changes)."""
         if self._events is None:
-            self._events = canonical_order(self._served.values())
+            served = self._served.values()
+            self._events = sorted(served, key=_tie_break) if self._chains_only else canonical_order(served)
         return list(self._events)
 
     def has(self, event: Event) -> bool:
@@ -130,9 +141,14 @@ class TopologyLog:
         return found
 
     def _writers(self) -> list[str]:
-        if self._writers_sorted is None:
-            self._writers_sorted = sorted(self._by_writer)
         return self._writers_sorted
+
+    def _sorted_vector(self, counters: dict[str, int]) -> VersionVector:
+        """`counters` (positive, of writers held here) as a vector, in the writer order kept
+        sorted: no sort of ~N peers per build."""
+        writers = list(itertools.compress(self._writers_sorted, map(counters.__contains__, self._writers_sorted)))
+        assert len(writers) == len(counters), "a counter of a writer not held"
+        return vector_of_sorted(dict(zip(writers, map(counters.__getitem__, writers))))
 
     def __len__(self) -> int:
         return len(self._served)
@@ -161,6 +177,9 @@ class TopologyLog:
         if self._held(event.dot):
             return False
         fact = fact_of(event)  # checks the key is the fact's; RemoteProtocolError if not
+        dot, context = event.dot, event.context
+        if context and not (len(context) == 1 and 0 < context.get(dot.peer) < dot.counter):
+            self._chains_only = False  # (a vector holds no zero counters: 0 is "not named")
         if event.dot.peer == self.writer:
             self._counter = max(self._counter, event.dot.counter)
         self._note_dot(event.dot)
@@ -191,7 +210,7 @@ class TopologyLog:
         held = self._by_writer.get(peer)
         if held is None:
             held = self._by_writer[peer] = {}
-            self._writers_sorted = None
+            bisect.insort(self._writers_sorted, peer)
         held[counter] = event
         if counter > self._top.get(peer, 0):
             self._top[peer] = counter

@@ -1,0 +1,143 @@
+"""The simulator speed-ups compute exactly what the plain versions do.
+
+Each fast path (version vectors checked in C passes, a store's vector kept between
+persists, the shards each peer ranks first kept with the ranked keys, the `$topology`
+order by sort while contexts only chain a writer's own events) is compared here with the
+straightforward computation it replaces, over random inputs, bad ones included.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshstream.clocks import COUNTER_MAX, VersionVector, _check_entry
+from meshstream.envelope import Event
+from meshstream.errors import RemoteProtocolError
+from meshstream.ids import TOPOLOGY_STREAM
+from meshstream.ordering import canonical_order
+from meshstream.protocol.topology_log import TopologyLog
+from meshstream.store.index import StreamIndex
+from topology.events import MemberAlive, MemberFailed, MemberJoined, MemberLeft, MeshConfigured, encode_fact, fact_key
+from topology.fold import TopologyState
+
+
+def _plain_from_cbor(value: object) -> dict[str, int]:
+    """VersionVector.from_cbor as it was: every entry checked in a Python loop."""
+    if not isinstance(value, list) or len(value) % 2 or len(value) > 2 * 4096:
+        raise RemoteProtocolError("a version vector must be a flat list [peer, counter, ...]")
+    counters: dict[str, int] = {}
+    previous = None
+    for index in range(0, len(value), 2):
+        peer, count = value[index], value[index + 1]
+        _check_entry(peer, count)
+        if previous is not None and peer <= previous:
+            raise RemoteProtocolError("version vector peers must be sorted and unique")
+        previous = peer
+        counters[peer] = count
+    return counters
+
+
+peers = st.one_of(st.sampled_from(["a", "b", "c", "n1", "n10", "n2", "", "x" * 64, "x" * 65]), st.text(max_size=3))
+counts = st.one_of(st.integers(-2, 5), st.sampled_from([COUNTER_MAX, COUNTER_MAX + 1, True, 1.0, None, "1"]))
+entries = st.lists(st.tuples(peers, counts), max_size=8)
+
+
+@settings(max_examples=400)
+@given(entries, st.booleans())
+def test_vector_decoding_matches_the_entry_by_entry_check(pairs, sort) -> None:
+    if sort:
+        pairs = sorted(pairs, key=lambda pair: str(pair[0]))
+    flat = [item for pair in pairs for item in pair]
+    try:
+        expected = _plain_from_cbor(flat)
+    except RemoteProtocolError as exc:
+        with pytest.raises(RemoteProtocolError) as raised:
+            VersionVector.from_cbor(flat)
+        assert str(raised.value) == str(exc), flat
+        return
+    decoded = VersionVector.from_cbor(flat)
+    assert decoded._counters == expected and list(decoded) == list(expected), flat  # noqa: SLF001
+    assert decoded.to_cbor() == flat
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(st.text(min_size=1, max_size=4), st.integers(-3, 9), max_size=12))
+def test_vector_from_a_dict_matches_sorting_pairs(counters) -> None:
+    expected = {peer: count for peer, count in sorted(counters.items()) if count > 0}
+    built = VersionVector(counters)
+    assert list(built.items()) == list(expected.items())
+
+
+def test_a_stores_kept_vector_is_always_the_vector_of_its_counters() -> None:
+    for seed in range(40):
+        rng = random.Random(seed)
+        stream = StreamIndex("s", 0)
+        for step in range(300):
+            peer, roll = f"p{rng.randrange(60)}", rng.random()
+            if roll < 0.6:
+                stream.vector[peer] = stream.vector.get(peer, 0) + rng.randrange(0, 3)
+            elif roll < 0.7:
+                stream.vector.pop(peer, None)
+            elif roll < 0.75:
+                stream.vector[peer] = 0
+            got, expected = stream.version_vector(), VersionVector(dict(stream.vector))
+            assert list(got.items()) == list(expected.items()), f"seed={seed} step={step}"
+
+
+def test_shards_ranked_first_kept_incrementally_match_a_recount() -> None:
+    for seed in range(60):
+        rng = random.Random(seed)
+        state, incarnations = TopologyState(), {}
+        names = [f"n{i}" for i in range(rng.randrange(1, 25))]
+        configure_at = rng.randrange(0, 40)
+        for step in range(80):
+            if step == configure_at:
+                state.apply(MeshConfigured(rng.choice([1, 4, 16]), rng.choice([1, 2, 3])))
+            peer = rng.choice(names)
+            incarnation, roll = incarnations.get(peer, 0), rng.random()
+            if roll < 0.5:
+                state.apply(MemberJoined(peer, peer, incarnation))
+            elif roll < 0.7:
+                state.apply(MemberFailed(peer, incarnation, "w"))
+            elif roll < 0.8:
+                state.apply(MemberLeft(peer, incarnation))
+            else:
+                incarnations[peer] = incarnation + 1
+                state.apply(MemberAlive(peer, incarnation + 1))
+            if state.shards and rng.random() < 0.5:
+                clone = state.copy()
+                for name in names:
+                    recount = [s for s in range(state.shards) if state.replica_set(s)[:1] == (name,)]
+                    assert state.shards_ranked_first(name) == recount, f"seed={seed} step={step}"
+                    assert clone.shards_ranked_first(name) == recount, f"seed={seed} step={step}"
+
+
+def _event(writer: str, counter: int, fact, context: dict[str, int]) -> Event:
+    from meshstream.clocks import Dot
+
+    return Event.sequence(TOPOLOGY_STREAM, fact_key(fact), encode_fact(fact), {}, Dot(writer, counter),
+                          VersionVector(context))
+
+
+@pytest.mark.parametrize("foreign_contexts", [False, True])
+def test_topology_order_by_sort_matches_the_canonical_order(foreign_contexts) -> None:
+    for seed in range(30):
+        rng = random.Random(seed)
+        writers = [f"w{i}.1" for i in range(rng.randrange(1, 6))]
+        events = []
+        for writer in writers:
+            for counter in range(1, rng.randrange(2, 8)):
+                fact = MemberJoined(f"p{rng.randrange(12)}", "a", rng.randrange(3))
+                context = {writer: counter - 1}
+                if foreign_contexts and rng.random() < 0.2:
+                    context[rng.choice(writers)] = rng.randrange(0, 8)
+                events.append(_event(writer, counter, fact, context))
+        rng.shuffle(events)
+        log = TopologyLog("me.1")
+        for event in rng.sample(events, rng.randrange(1, len(events) + 1)):
+            log.add(event)
+            assert log.events() == canonical_order(log._served.values()), f"seed={seed}"  # noqa: SLF001
