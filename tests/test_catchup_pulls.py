@@ -1,0 +1,96 @@
+"""Catch-up pulls between Nodes back to back: a pull's shards stay locked until its own
+answer is durable (an answer to another pull from the same partner does not free them), a
+lock held by a failed partner is free, continuations ask for big batches, and a returning
+peer that lacks several batches still receives little more than what it lacks."""
+
+from __future__ import annotations
+
+from meshstream.protocol.anti_entropy import CONTINUE_LOCK_S_MIN, TOPOLOGY_SHARD
+from meshstream.protocol.effects import Send
+from meshstream.wire.replication_messages import (CATCHUP_BATCH_EVENTS_MAX, SyncContinue, SyncEnvelopes,
+                                                  SyncPull)
+from tests.node_harness import Harness
+
+NAMES = ["n1", "n2", "n3"]
+SEED = 41
+CATCH_UP_RATIO_MAX = 1.2
+
+
+def _mesh() -> Harness:
+    harness = Harness(SEED)
+    harness.form_mesh(NAMES)
+    return harness
+
+
+def test_an_answer_to_another_pull_does_not_free_a_catch_up_lock() -> None:
+    harness = _mesh()
+    node = harness.node("n3")
+    entropy, now = node.anti_entropy, harness.now
+    shard = node.shard_of("catch-up")
+    continuation = entropy._pull(901, "n1", [shard], False, now, CONTINUE_LOCK_S_MIN)
+    topology_only = entropy._pull(902, "n1", [], True, now)
+    assert continuation.shards == (shard,) and topology_only.topology is not None
+    entropy.on_durable("n1", (902, False), now)  # the $topology answer, empty and done
+    assert entropy.pulling(shard, now), f"seed={SEED}: the catch-up's shard was released"
+    assert not entropy.pulling(TOPOLOGY_SHARD, now)
+    assert entropy._pull(903, "n2", [shard], False, now).shards == (), "another partner got the shard"
+    entropy.on_durable("n1", (901, False), now)
+    assert not entropy.pulling(shard, now)
+
+
+def test_a_continuation_lock_outlives_slow_answers_but_not_its_partner() -> None:
+    harness = _mesh()
+    node = harness.node("n3")
+    entropy, now = node.anti_entropy, harness.now
+    shard = node.shard_of("catch-up")
+    entropy._pull(911, "n1", [shard], False, now, CONTINUE_LOCK_S_MIN)
+    assert entropy.pulling(shard, now + CONTINUE_LOCK_S_MIN - 0.5)
+    assert not entropy.pulling(shard, now + CONTINUE_LOCK_S_MIN + 0.5)
+    harness.crash("n1")
+    harness.wait_for(lambda: not node.topology.is_live("n1"), 10, "n1 declared failed")
+    assert not entropy.pulling(shard, harness.now), f"seed={SEED}: a failed partner kept its lock"
+
+
+def test_a_cut_batch_is_continued_with_a_big_batch_pull() -> None:
+    harness = _mesh()
+    node = harness.node("n3")
+    entropy, now = node.anti_entropy, harness.now
+    shard = node.shard_of("catch-up")
+    pull = entropy._pull(921, "n1", [shard], False, now)
+    effects = entropy.on_events("n1", SyncEnvelopes(pull.round_id, (), True), now)
+    sent = [e.message for e in effects if isinstance(e, Send)]
+    assert [type(m) for m in sent] == [SyncContinue], sent
+    assert sent[0].shards == (shard,) and entropy.pulling(shard, now)
+    # The partner answers a continuation with up to CATCHUP_BATCH_EVENTS_MAX events.
+    master = harness.node("n1").master_of("catch-up")
+    items = [(f"k{i}".encode(), bytes(100)) for i in range(1000)]
+    for batch in range(3):
+        assert harness.append(master, "catch-up", [(b"%d-" % batch + k, v) for k, v in items], "master").code == ""
+    server = harness.node(master)
+    for message, limit in ((SyncPull(1, (shard,), (), None, (), (), False), server.config.anti_entropy_batch_events_max),
+                           (SyncContinue(2, (shard,), (), None, (), (), False), CATCHUP_BATCH_EVENTS_MAX)):
+        answer = [e.message for e in server.anti_entropy.on_pull("n3", message, harness.now) if isinstance(e, Send)][0]
+        assert isinstance(answer, SyncEnvelopes) and answer.more
+        assert len(answer.events) == limit, f"{type(message).__name__}: {len(answer.events)} events"
+
+
+def test_returning_peer_lacking_many_batches_moves_little_more_than_it_lacks() -> None:
+    harness = _mesh()
+    stream = "catch-up"
+    master = harness.node("n1").master_of(stream)
+    away = next(n for n in NAMES if n != master)
+    harness.crash(away)
+    harness.wait_for(lambda: harness.node(master).topology.member(away).status == "failed", 10, "declared failed")
+    for batch in range(12):
+        items = [(f"k{batch}-{i}".encode(), bytes(200)) for i in range(1000)]
+        assert harness.append(master, stream, items, "quorum").code == ""
+    lacking = sum(e.size() for e in harness.read_all(master, stream))
+    kinds = ("SyncOffer", "SyncPull", "SyncEvents", "SyncContinue", "SyncEnvelopes", "Replicate")
+    before = sum(harness.bytes_to_by_kind[(away, kind)] for kind in kinds)
+    harness.start(away)
+    harness.wait_for(lambda: len(harness.read_all(away, stream)) == 12_000, 20, "caught up")
+    harness.run_for(1.0)
+    moved = sum(harness.bytes_to_by_kind[(away, kind)] for kind in kinds) - before
+    ratio = moved / lacking
+    assert ratio <= CATCH_UP_RATIO_MAX, f"seed={SEED}: catch-up moved {ratio:.3f}x what was lacking"
+    assert harness.converged(stream, NAMES)
