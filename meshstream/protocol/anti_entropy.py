@@ -1,21 +1,28 @@
 """Anti-entropy: push-pull reconciliation of shards and `$topology` with one partner.
 
 Every `gossip_interval_s` the node picks a random live partner that shares a shard with it
-(now and then a peer declared failed, to find healed partitions) and sends a `SyncOffer`: one 16-byte digest per shard either of them replicates, and the
-`$topology` digest. Equal digests end the round there, so an in-sync round costs the same
-bytes at a thousand events as at a million. For a differing shard, each side that
-replicates it sends a `SyncPull` with its per-stream version vectors; the other answers
-with `SyncEvents` carrying exactly the events that vector lacks (`store.events_missing`),
-cut at `anti_entropy_batch_events_max` events or `anti_entropy_batch_bytes_max` bytes.
-A cut batch says `more`: the receiver pulls the next batch of the same shards from the same
-partner as soon as the batch arrives (pipelined: the partner reads it during this one's
-decode and fsync; pulls name the events in flight here), or once it is durable when many
-events are already in flight, so catch-up is not one batch per interval or round trip.
+(now and then a peer declared failed, to find healed partitions) and sends a `SyncOffer`:
+one 16-byte digest per shard either of them replicates, and the `$topology` digest. Equal
+digests end the round there, so an in-sync round costs the same bytes at a thousand events
+as at a million. For a differing shard, each side that replicates it sends a `SyncPull`
+with its per-stream version vectors; the other answers with `SyncEnvelopes` carrying
+exactly the events that vector lacks (`store.events_missing`) as raw envelopes, cut at
+`anti_entropy_batch_events_max` events or `anti_entropy_batch_bytes_max` bytes; the
+receiver checks and decodes the batch in one pass (`wire.envelope_batch`).
 
-A peer has at most one pull of a shard outstanding (`_pulling`, released when the batch
-is durable or continued, or at its expiry), so two partners that both notice a returning peer, or two
-rounds crossing with one partner, never both send it the same events: catch-up costs
-little more than the bytes of what was missing.
+Catch-up: a cut batch says `more`, and the receiver continues it with a `SyncContinue` to
+the same partner for the same shards (no offer round), answered with batches of up to
+`CATCHUP_BATCH_EVENTS_MAX` events: one pull, one decode pass and one fsync per ~2000
+events. It continues as soon as the batch arrives (pipelined: the partner reads the next
+batch during this one's commit and fsync; the pull names the events in flight here), or
+once it is durable when PIPELINED_EVENTS_MAX events are already in flight.
+
+A peer has at most one pull of a shard outstanding (`_pulling`: shard -> partner, expiry,
+round). A pull is released when ITS answer is durable or continued (answers echo the
+pull's round), at its expiry (at least PULL_LOCK_S_MIN, CONTINUE_LOCK_S_MIN for a
+continuation), or when its partner is declared failed. So two partners that both notice a
+returning peer, or two rounds crossing with one partner, never both send it the same
+events: catch-up costs little more than the bytes of what was missing.
 """
 
 from __future__ import annotations
