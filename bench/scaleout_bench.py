@@ -78,6 +78,9 @@ def run(steps: list[int], step_s: float, settle_s: float, shards: int, seed: int
     reported = 0
     while sim.loop.now < scenario.duration_s:
         sim.loop.run_until(min(scenario.duration_s, sim.loop.now + PROGRESS_S))
+        print(f"  t={sim.loop.now:7.1f}s wall={time.perf_counter() - wall:7.1f}s cpu={time.process_time() - cpu:7.1f}s "
+              f"live={len(sim.cluster.live_peers())} acked={sum(len(w.acked) for w in sim.writers)}", file=sys.stderr,
+              flush=True)
         tracker = sim.scale_out
         for step in tracker.steps[reported:]:
             if step.settle_s is None and sim.loop.now < step.at_s + step_s:
