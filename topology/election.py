@@ -152,6 +152,13 @@ def _load_balanced(state: TopologyState, peers: int, exclude: frozenset[str], ra
             chosen = current
         _assign(target, count, load, shard, chosen, weight)
     _relieve_busiest(target, count, load, weights, replicas_of, cap, limit / LOAD_SLACK * RELIEVE_ABOVE_MEAN)
+    _place_idle(state, target, count, load, weights, replicas_of, cap, exclude)
+    return target
+
+
+def _place_idle(state: TopologyState, target: dict[int, str], count: dict[str, int], load: dict[str, float],
+                weights: list[float], replicas_of: dict[int, list[str]], cap: int, exclude: frozenset[str]) -> None:
+    """Idle shards by the count alone, sticky, as `balanced_masters` without rates."""
     pending = []
     for shard in (s for s in range(len(weights)) if weights[s] <= 0):
         replicas, current = replicas_of[shard], state.live_master(shard)
@@ -165,7 +172,6 @@ def _load_balanced(state: TopologyState, peers: int, exclude: frozenset[str], ra
         chosen = below[0] if below else _make_room(state, shard, replicas, target, count, cap, exclude, replicas_of,
                                                    lambda other: weights[other] <= 0)  # busy ones stay put
         _assign(target, count, load, shard, chosen, 0.0)
-    return target
 
 
 def _relieve_busiest(target: dict[int, str], count: dict[str, int], load: dict[str, float], weights: list[float],

@@ -320,19 +320,14 @@ class StoreIndex:
         return rid
 
     def register_marker(self) -> int:
-        """A rid for a record that holds no event (a drop record): never served or scrubbed."""
-        rid = len(self.rid_state)
-        self.rid_stream.append(NO_STREAM)
-        self.rid_peer.append(0)
-        self.rid_counter.append(0)
-        self.rid_state.append(DEAD)
+        """A rid for a record holding no event (a drop record): never served or scrubbed."""
+        rid = self.register_unknown()
+        self.rid_state[rid] = DEAD
         return rid
 
     def drop_stream(self, name: str) -> list[int]:
-        """Forget every record of stream `name` (they become DEAD) and start it afresh:
-        empty order, logs and vector. Returns the rids that held its dots. Their keys stay
-        in the key table (it never removes) and are skipped by state, so a later copy of
-        an event is stored as new."""
+        """Forget every record of stream `name` (DEAD) and start it afresh; return the rids
+        that held its dots. Their keys stay in the key table, skipped by state."""
         stream = self.stream(name)
         if stream is None:
             return []
