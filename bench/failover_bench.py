@@ -99,7 +99,9 @@ async def catchup(root, events, profile_dir=None):
             async with trio.open_nursery() as nursery:
                 for _ in range(8):
                     nursery.start_soon(worker, events // 8)
-        lacking = await _stream_bytes(peers[0].address, "catchup", written)
+        # Replication to the other peer finishes first (ack=master writes run ahead of it).
+        await wait_until(lambda: _holds(peers[1].address, written), 600, "the second peer to hold every event")
+        lacking = await wait_until(lambda: _stream_bytes(peers[0].address, "catchup", written), 120, "a read")
         away.join = [peers[0].address]
         before = [process_cpu_s(p.process.pid) for p in peers[:2]]
         start = time.perf_counter()
