@@ -275,6 +275,47 @@ def test_probe_order_visits_every_live_peer_once_a_round_in_fresh_orders():
     assert sorted(targets) == sorted((set(peers) - {gone}) | {"n99"}), f"seed={seed}: {targets}"
 
 
+def _probing(net: Net, name: str):
+    """Run until `name` has a probe out; return (membership, probe)."""
+    membership = net.peers[name]
+    net.wait_for(lambda: membership._probe is not None and not membership._probe.acked, deadline=net.now + 10.0,
+                 step=0.001)
+    return membership, membership._probe
+
+
+def test_a_starved_prober_reads_its_answers_before_accusing():
+    seed = 10
+    net = mesh(seed, 4)
+    membership, probe = _probing(net, "n1")
+    grace_s = 0.5 * CONFIG.probe_timeout_s
+    late = probe.direct_deadline + 4 * grace_s  # the process was not running at the deadline
+    effects = membership.tick(late)
+    assert not [e for e in effects if isinstance(e.message if isinstance(e, Send) else None, PingReq)], f"seed={seed}"
+    assert membership.next_deadline() == pytest.approx(late + grace_s), f"seed={seed}"
+    membership.receive(probe.target, Ack(probe.seq, probe.target, ()), late)  # the answer, read at last
+    effects = membership.tick(late + grace_s)
+    assert probe.acked and not [e for e in effects if isinstance(e, Journal) and e.kind == "suspect"], f"seed={seed}"
+
+
+def test_a_starved_prober_still_accuses_a_dead_peer_after_the_grace():
+    seed = 11
+    net = mesh(seed, 4)
+    membership, probe = _probing(net, "n1")
+    grace_s = 0.5 * CONFIG.probe_timeout_s
+    now = probe.direct_deadline + 4 * grace_s
+    assert not membership.tick(now) or not probe.indirect_sent, f"seed={seed}"
+    effects = membership.tick(now + grace_s)  # nothing came in meanwhile
+    assert probe.indirect_sent and any(isinstance(e, Send) and isinstance(e.message, PingReq) for e in effects), \
+        f"seed={seed}"
+    period_end = membership._period_end
+    suspected = []
+    for step in range(4):  # at most two graces, then the verdict
+        now = max(now, period_end) + 4 * grace_s
+        suspected += [e for e in membership.tick(now) if isinstance(e, Journal) and e.kind == "suspect"]
+        period_end = membership._period_end
+    assert suspected, f"seed={seed}: a starved prober never suspected a silent peer"
+
+
 # -- failure detection --
 
 

@@ -31,6 +31,9 @@ How it works (SWIM, with Lifeguard's habit of trusting refutation over timers):
   `CONFIGURE_ALONE_PERIODS` periods (peers that only know each other) configures it.
 - `leave()` publishes `MemberLeft` and hands it directly to a few live peers, then stops
   probing.
+- Local health (Lifeguard): a tick that comes `STARVED_GRACE_FRACTION * probe_timeout_s`
+  late means we were not running when an answer was due; it may be waiting unread, so the
+  PingReq / suspect / failed verdict waits that long again (once or twice) for inputs first.
 - Repair (Lifeguard's buddy system and more): the suspecter sends its `MemberSuspect`
   straight to the suspect each period; a peer shown a stale accusation answers with its
   latest own liveness event; a message from an unknown peer gets a `WhoAreYou`; one from a
@@ -43,6 +46,7 @@ Never reads a clock or global randomness: `now` and a seeded `random.Random` com
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Protocol
@@ -52,7 +56,8 @@ from meshstream.envelope import Event
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
 from meshstream.protocol.broadcast import BroadcastQueue, Cooldown, chunk_events
 from meshstream.protocol.effects import Effect, Journal, Send, SendTo
-from meshstream.protocol.membership_state import BACKUP_DECLARE_FACTOR, Probe, ProbeOrder, Relay, Suspicion
+from meshstream.protocol.membership_state import (BACKUP_DECLARE_FACTOR, Probe, ProbeOrder, Relay, Suspicion,
+                                                  failed_events_about, starved)
 from meshstream.wire import membership_messages as wire
 from meshstream.wire.membership_messages import Ack, Gossip, Join, JoinReply, Ping, PingReq, WhoAreYou
 from topology.events import (MemberAlive, MemberFailed, MemberJoined, MemberLeft, MemberSuspect, MeshConfigured,
@@ -67,6 +72,7 @@ JOIN_PUSH_PEERS_MAX = 32  # a seed hands each new join to this many members at o
 JOINERS_WAITING_MAX = 1024  # Joins held by a joining peer until it knows the mesh shape
 RELAYS_MAX = 1024  # indirect pings in flight for others; beyond this PingReqs are ignored
 LEAVE_NOTIFY_PEERS_MAX = 8  # peers told directly of a leave; gossip carries it further
+STARVED_GRACE_FRACTION = 0.5  # of probe_timeout_s: a tick this late was starved (see starved)
 DEAD_PROBE_PERIODS = 5  # every 5th period also ping one failed peer: heals need a first contact
 SYNC_COOLDOWN_PERIODS = 3  # per peer: at most one WhoAreYou / "you were declared failed" per 3 periods
 SYNC_PEERS_MAX = 1024  # peers remembered for that cooldown
@@ -377,18 +383,9 @@ class Membership:
             return []
         if member is None:
             return [SendTo(reply_address, WhoAreYou())]
-        verdicts = self._failed_events_about(src, member.incarnation)
+        verdicts = failed_events_about(self._host.topology_events(), src, member.incarnation,
+                                       self.config.piggyback_updates_max)  # rare (cooldown): a scan is fine
         return [Send(src, Gossip(verdicts))] if verdicts else []
-
-    def _failed_events_about(self, peer: str, incarnation: int) -> tuple[Event, ...]:
-        found: list[Event] = []
-        for event in self._host.topology_events():  # rare (cooldown), so a scan is fine
-            fact = fact_of(event)
-            if isinstance(fact, MemberFailed) and fact.peer == peer and fact.incarnation == incarnation:
-                found.append(event)
-                if len(found) >= self.config.piggyback_updates_max:
-                    break
-        return tuple(found)
 
     # -- probing --
 
@@ -396,9 +393,15 @@ class Membership:
         effects: list[Effect] = []
         probe = self._probe
         if probe is not None and not probe.acked and not probe.indirect_sent and now >= probe.direct_deadline:
-            probe.indirect_sent = True
-            effects += self._send_ping_reqs(probe)
+            if starved(probe, probe.direct_deadline, now, self._grace_s()):
+                probe.direct_deadline = now + self._grace_s()
+            else:
+                probe.indirect_sent = True
+                effects += self._send_ping_reqs(probe)
         if self._period_end is not None and now >= self._period_end:
+            if probe is not None and not probe.acked and starved(probe, self._period_end, now, self._grace_s()):
+                self._period_end = now + self._grace_s()
+                return effects
             if probe is not None and not probe.acked:
                 effects += self._suspect(probe, now)
             self._probe = None
@@ -410,6 +413,9 @@ class Membership:
                 effects += self._probe_the_dead()
             effects += self._notify_suspects()
         return effects
+
+    def _grace_s(self) -> float:
+        return STARVED_GRACE_FRACTION * self.config.probe_timeout_s
 
     def _start_probe(self, now: float) -> list[Effect]:
         target = self._next_target(now)
@@ -488,6 +494,9 @@ class Membership:
             member = view.member(peer)
             if member is None or member.status != "suspect" or member.incarnation != suspicion.incarnation:
                 del self._suspicions[peer]  # refuted or already declared
+            elif now >= suspicion.deadline + self._grace_s() and not suspicion.grace_s:  # we were starved
+                late_s = now - suspicion.deadline + self._grace_s()
+                self._suspicions[peer] = dataclasses.replace(suspicion, grace_s=late_s)
             elif now >= suspicion.deadline:
                 del self._suspicions[peer]
                 _, published = self._host.publish_fact(MemberFailed(peer, suspicion.incarnation, self.name), now)

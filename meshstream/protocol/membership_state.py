@@ -8,10 +8,11 @@ Plain slotted dataclasses and one small class, apart so that the SWIM logic in
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from meshstream.envelope import Event
+from topology.events import MemberFailed, fact_of
 
 BACKUP_DECLARE_FACTOR = 2.0  # non-suspecters declare a failure only after twice the timeout
 
@@ -24,6 +25,7 @@ class Probe:
     direct_deadline: float  # after this, ask others to ping the target (PingReq)
     indirect_sent: bool = False
     acked: bool = False
+    graces: int = 0  # verdicts put off because we ourselves were not running (membership._starved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +35,11 @@ class Suspicion:
     timeout: float  # suspicion_timeout_s(N) with N when the suspicion was first heard of
     mine: bool  # our own probe failed: we declare at the plain timeout
     event: Event | None = None  # our MemberSuspect event, re-sent to the suspect each period
+    grace_s: float = 0.0  # once: the declaring tick came late, a refutation may be unread
 
     @property
     def deadline(self) -> float:
-        return self.started + self.timeout * (1.0 if self.mine else BACKUP_DECLARE_FACTOR)
+        return self.started + self.timeout * (1.0 if self.mine else BACKUP_DECLARE_FACTOR) + self.grace_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +88,26 @@ class ProbeOrder:
         position = self._rng.randint(self._index, len(self._order))
         self._order.insert(position, peer)
         self._in_round.add(peer)
+
+
+def starved(probe: Probe, due: float, now: float, grace_s: float) -> bool:
+    """Lifeguard's point: a slow prober accuses the healthy. A tick `grace_s` or more past
+    `due` means we were not running when the answer was due; it may be waiting unread, so
+    (twice per probe at most) the caller puts its verdict off by `grace_s` for inputs to be
+    read first. Never in the simulator, whose ticks come on time."""
+    if probe.graces >= 2 or now - due < grace_s:
+        return False
+    probe.graces += 1
+    return True
+
+
+def failed_events_about(events: Sequence[Event], peer: str, incarnation: int, count_max: int) -> tuple[Event, ...]:
+    """Up to `count_max` of `events` declaring `peer` failed at `incarnation`."""
+    found: list[Event] = []
+    for event in events:
+        fact = fact_of(event)
+        if isinstance(fact, MemberFailed) and fact.peer == peer and fact.incarnation == incarnation:
+            found.append(event)
+            if len(found) >= count_max:
+                break
+    return tuple(found)
