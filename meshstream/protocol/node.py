@@ -44,6 +44,7 @@ from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.anti_entropy import AntiEntropy
 from meshstream.protocol.effects import Deliver, Effect, Journal, Persist, Reply, Send
 from meshstream.protocol.membership import Membership
+from meshstream.protocol.placements import PlacementView
 from meshstream.protocol.reads import Reads
 from meshstream.protocol.rebalance import Rebalance
 from meshstream.protocol.replication import Writes, track_in_flight
@@ -100,7 +101,7 @@ class Node:
         self._heads: dict[str, Dot] = {}  # the last dot this writer sequenced per stream
         self._streams_by_shard: dict[int, set[str]] = {}
         self._indexed_shards: int | None = None
-        self._placement_cache: tuple[int, dict[str, frozenset[int]], dict[int, tuple[str, ...]]] | None = None
+        self._placement_view = PlacementView()  # placements and each peer's shards, cached per view
         self._settled_version = -1
         self._mastered_version = -1  # the view version at which every shard had a live master
         self._failed_cache: tuple[int, list[str]] | None = None
@@ -156,26 +157,11 @@ class Node:
         """The shard's replica set, plus its live master if that is not among them."""
         if shard is None:
             return ()
-        return self._placements()[1][shard]
+        return self._placement_view.placement(self.topology, shard)
 
     def responsible_shards(self, peer: str) -> frozenset[int]:
         """The shards `peer` replicates or masters, in this peer's view."""
-        by_peer, by_shard = self._placements()
-        shards = by_peer.get(peer)
-        if shards is None:  # per peer asked (this one, a partner), not for all ~N: O(shards)
-            shards = by_peer[peer] = frozenset(s for s, peers in by_shard.items() if peer in peers)
-        return shards
-
-    def _placements(self) -> tuple[dict[str, frozenset[int]], dict[int, tuple[str, ...]]]:
-        version = self.topology.placement_version  # not `version`: most joins move no replica
-        if self._placement_cache is None or self._placement_cache[0] != version:
-            by_shard: dict[int, tuple[str, ...]] = {}
-            for shard in range(self.topology.shards or 0):
-                peers = self.topology.replica_set(shard)
-                master = self.topology.live_master(shard)
-                by_shard[shard] = peers if master is None or master in peers else peers + (master,)
-            self._placement_cache = (version, {}, by_shard)
-        return self._placement_cache[1], self._placement_cache[2]
+        return self._placement_view.shards_of(self.topology, peer)
 
     def failed_peers(self) -> list[str]:
         """Peers declared failed (not those that left), sorted; cached per view."""
