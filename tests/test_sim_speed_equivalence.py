@@ -141,3 +141,21 @@ def test_topology_order_by_sort_matches_the_canonical_order(foreign_contexts) ->
         for event in rng.sample(events, rng.randrange(1, len(events) + 1)):
             log.add(event)
             assert log.events() == canonical_order(log._served.values()), f"seed={seed}"  # noqa: SLF001
+
+
+def test_placement_view_matches_a_recount_of_every_peers_shards() -> None:
+    from meshstream.protocol.placements import PEERS_ASKED_MAX, PlacementView
+
+    for seed in range(20):
+        rng = random.Random(seed)
+        state, view = TopologyState(), PlacementView()
+        state.apply(MeshConfigured(16, 3))
+        names = [f"n{i}" for i in range(30)]
+        for step, peer in enumerate(rng.sample(names, len(names))):
+            state.apply(MemberJoined(peer, peer, 0))
+            asked = rng.sample(names, rng.randrange(1, 3 * PEERS_ASKED_MAX))  # one by one, then gathered
+            for name in asked:
+                placements = {s: view.placement(state, s) for s in range(16)}
+                expected = frozenset(s for s in range(16) if name in placements[s])
+                assert placements == {s: state.replica_set(s) for s in range(16)}, f"seed={seed} step={step}"
+                assert view.shards_of(state, name) == expected, f"seed={seed} step={step} peer={name}"
