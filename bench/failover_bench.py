@@ -158,6 +158,13 @@ async def _stream_bytes(address, stream, written):
     return int(sum(sizes) / len(sizes) * written) if sizes else 0
 
 
+async def _holds(address, expected):
+    async with open_client([address], retry_timeout_s=1) as client:
+        status = await client.status()
+    counts = [s.get("events", 0) for s in status.get("streams", []) if s.get("stream") == "catchup"]
+    return bool(counts) and counts[0] >= expected
+
+
 async def main_async(args):
     with tempfile.TemporaryDirectory(prefix="meshstream-failover-") as root:
         times, losses = [], []
