@@ -18,6 +18,7 @@ timers are recognised by a per-peer timer id and ignored.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -88,6 +89,7 @@ class SimCluster:
         self.rng = rng  # the cluster's own stream: per-peer seeds, latency, loss
         self.node_factory, self.store_factory = node_factory, store_factory
         self.peers: dict[str, SimPeer] = {}
+        self._names: list[str] = []  # the keys of `peers`, kept sorted (writers ask per write)
         self.clients: dict[int, Any] = {}
         self.timeline: list[TimelineEntry] = []
         self.stats = Stats()
@@ -100,6 +102,7 @@ class SimCluster:
         store = self.store_factory()
         peer = SimPeer(name, store, SimDisk(store, random.Random(self.rng.getrandbits(64))))
         self.peers[name] = peer
+        bisect.insort(self._names, name)
         self.network.add_peer(name)
         self.start_peer(peer, seeds)
         return peer
@@ -125,10 +128,10 @@ class SimCluster:
             self.clients[client].on_disconnect(peer.name)
 
     def live_peers(self) -> list[str]:
-        return [name for name in sorted(self.peers) if self.peers[name].alive]
+        return [name for name in self._names if self.peers[name].alive]
 
     def down_peers(self) -> list[str]:
-        return [name for name in sorted(self.peers) if not self.peers[name].alive and not self.peers[name].departed]
+        return [name for name in self._names if not self.peers[name].alive and not self.peers[name].departed]
 
     def seeds_for(self, name: str) -> list[str]:
         """Seeds for a (re)starting peer: a few live peers, the oldest first."""
