@@ -4,6 +4,9 @@ between Nodes wired back to back."""
 from __future__ import annotations
 
 from meshstream.clocks import VersionVector
+from meshstream.protocol.effects import Send
+from meshstream.wire.replication_messages import SyncEvents
+from topology.placement import top_peers
 from meshstream.wire.rebalance_messages import ReleaseQuery, ReleaseReply
 from meshstream.wire.replication_messages import StreamVector
 from meshstream.wire.schema import message_from_bytes, message_to_bytes
@@ -85,3 +88,27 @@ def test_a_peer_that_reenters_the_set_catches_up_again() -> None:
     rest = ["n1", "n2", "n3"]
     harness.wait_for(lambda: harness.agreed(rest) and placement_holds_all(harness, rest, written), 40,
                      "seed=73: the shards n4 held are back on their old replicas")
+
+
+def test_a_leaving_peer_hands_every_replicated_shard_to_its_successor() -> None:
+    harness, written, names = grow(74, ["n3", "n4", "n5", "n6"])
+    harness.wait_for(lambda: harness.agreed(names) and placement_holds_all(harness, names, written), 30,
+                     "seed=74: retired replicas dropped")
+    leaver = harness.node("n1")
+    topology = leaver.topology
+    effects = leaver.leave(harness.now)
+    handed: dict[str, set[tuple[str, bytes]]] = {}
+    for effect in effects:
+        if isinstance(effect, Send) and isinstance(effect.message, SyncEvents):
+            handed.setdefault(effect.peer, set()).update((e.stream, e.key) for e in effect.message.events)
+    rest = [p for p in topology.live_peers() if p != "n1"]
+    for stream, keys in written.items():
+        shard = leaver.shard_of(stream)
+        if "n1" not in topology.replica_set(shard):
+            continue
+        successors = [p for p in top_peers(shard, rest, 2) if p not in leaver.placement(shard)]
+        assert successors, f"seed=74: no successor for shard {shard}"
+        for peer in successors:
+            assert {(stream, key) for key in keys} <= handed.get(peer, set()), \
+                f"seed=74: {stream} not handed to {peer}"
+    assert not leaver.rebalance.handoff.settled(harness.now), "seed=74: left before the handoff settled"

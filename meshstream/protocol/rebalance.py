@@ -32,8 +32,9 @@ Master balance and handover (master side, each tick):
      `HandoverDone` to the successor and the shard's replicas;
   4. no completion by `HANDOVER_TIMEOUT_S`: give up, sequence again, try later.
 - Graceful leave (`drain`): every mastered shard is handed to a replica other than this
-  peer; `MemberLeft` is published once none is left or at `DRAIN_TIMEOUT_S` (then the
-  shards fail over by election, as on a crash).
+  peer, and the data of every replicated shard to the peers that replace this one
+  (`handoff.py`); `MemberLeft` is published once both are done or at `DRAIN_TIMEOUT_S`
+  (then the shards fail over by election, as on a crash).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING
 from meshstream.clocks import VersionVector
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.effects import Effect, Journal, Send
+from meshstream.protocol.handoff import Handoff
 from meshstream.protocol.load_hints import LoadHints
 from meshstream.protocol.retire import RELEASE_EVERY_INTERVALS, RELEASE_MESSAGES, Retirement
 from meshstream.wire.rebalance_messages import (
@@ -115,6 +117,7 @@ class Rebalance:
         self._live_seen: tuple[int, list[str], float] = (-1, [], 0.0)  # (view version, live peers, since)
         self.retirement = Retirement(self)
         self.load = LoadHints(node)
+        self.handoff = Handoff(node)
 
     @staticmethod
     def handles(message: object) -> bool:
@@ -237,12 +240,12 @@ class Rebalance:
         """Graceful leave: hand every mastered shard to another replica, then leave."""
         if self._drain_deadline is None:
             self._drain_deadline = now + DRAIN_TIMEOUT_S
-        return self._start_handovers(now) + self._finish_drain(now)
+        return self.handoff.start(now) + self._start_handovers(now) + self._finish_drain(now)
 
     def _finish_drain(self, now: float) -> list[Effect]:
         if self._drain_deadline is None or self.departed:
             return []
-        if self._mastered() and now < self._drain_deadline:
+        if (self._mastered() or not self.handoff.settled(now)) and now < self._drain_deadline:
             return []
         self.departed = True
         left = len(self._mastered())

@@ -15,7 +15,7 @@ version vectors for the shard's streams. A member answers that it *covers* the s
 - it is confirmed for the current master epoch: the master when every member of the
   placement is confirmed caught up (`Rebalance.all_confirmed`), a replica when the
   master has confirmed it (`Rebalance.confirmed_here`);
-- it is not handing the shard over.
+- it is not handing the shard over, and not leaving the mesh (draining).
 
 The asker drops the shard's streams (`EventStore.drop_streams`, durable) once every
 member of its placement answered "covers" for the round, what it holds is still what it
@@ -163,6 +163,8 @@ class Retirement:
 
     def _covers(self, shard: int, asker: str, theirs: dict[str, VersionVector]) -> bool:
         node, rebalance = self.node, self.rebalance
+        if rebalance.draining:
+            return False  # leaving: its copy is about to go
         placement = node.placement(shard)
         if node.name not in placement or asker in placement or rebalance.sequencing_paused(shard):
             return False
