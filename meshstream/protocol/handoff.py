@@ -6,14 +6,15 @@ anti-entropy, and only once `MemberLeft` has changed the view. When every replic
 shard leaves at once (a third of a mesh leaving together does that to a few shards), and
 the retired replicas of earlier moves have dropped their copies (`retire.py`), nobody would
 be left to pull from. So while draining, for every shard it replicates, this peer sends
-all the shard's events to each peer of the shard's replica set *as it will be without this
-peer* that is not in it now, as unsolicited `SyncEvents` batches (the receiver stores them
-like any anti-entropy batch), and the drain waits `HANDOFF_SETTLE_S` after the last batch
-before `MemberLeft`. Peers leaving together each exclude only themselves, so they all send
-to the same next-ranked peer, which then holds the shard when the view changes and the
-rest of the new set pulls from it. A receiver does not drop what it was handed: a
-retired replica drops only when every member of the set covers it, and a draining member
-never does (`Retirement._covers`).
+all the shard's events to the `replication_factor` best-ranked peers outside the shard's
+placement (those that would replace every replica leaving at once), as unsolicited
+`SyncEvents` batches (the receiver stores them like any anti-entropy batch), and the drain
+waits `HANDOFF_SETTLE_S` after the last batch before `MemberLeft`. Peers leaving together
+each exclude only themselves, so they all send to the same next-ranked peers; one that
+holds the shard when the view changes seeds the rest of the new set. (Sending to the one
+successor only lost a shard whose three replicas and that successor all left together.)
+A receiver that does not replicate the shard drops it again like any retired replica,
+once every member of the set covers it; a draining member never covers.
 
 Best effort, bounded by `HANDOFF_EVENTS_MAX` and the drain deadline: a leave is no crash,
 and beyond that bound the new set catches up from whichever replicas stay.
@@ -55,8 +56,8 @@ class Handoff:
         for shard in sorted(node.responsible_shards(node.name)):
             if shard >= shards:
                 continue
-            newcomers = [p for p in top_peers(shard, rest, topology.replication_factor)
-                         if p not in node.placement(shard)]
+            ranked = top_peers(shard, rest, 2 * topology.replication_factor - 1)
+            newcomers = [p for p in ranked if p not in node.placement(shard)]
             for peer in newcomers:
                 effects += self._send_shard(peer, shard)
         if self.events_sent:
