@@ -70,8 +70,8 @@ class LoadHints:
             while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
                 samples.pop(0)
             elapsed = now - samples[0][0]
-            if elapsed < RATE_WINDOW_S:
-                continue  # too short to say (a handover paused it); the previous master's hint stands
+            if elapsed < RATE_WINDOW_S / 2:
+                continue  # too short to say; the previous master's hint stands meanwhile
             rate = (sequenced - samples[0][1]) / elapsed
             self._merge(ShardRate(shard, master[1], int(now * 1000), int(round(rate * 1000))))
 

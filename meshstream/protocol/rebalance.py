@@ -75,7 +75,6 @@ DRAINING_HANDOVERS_IN_FLIGHT_MAX = 128
 QUERY_EVERY_INTERVALS = 4  # a replica asks its master every 4th gossip interval (handovers: every one)
 STEADY_INTERVALS = 10  # rebalance only once the live set has not changed for 10 gossip intervals
 DRAIN_TIMEOUT_S = 1.5  # a leaving peer waits this long for handovers (the simulator's grace is 2 s)
-LOAD_MOVE_AFTER_S = 10.0  # a shard moves for load only after its master held it this long (a rate window)
 RATE_SMOOTHING = 0.5  # weight of the newest sample in a catch-up rate (events/s)
 REBALANCE_MESSAGES = (CatchUpQuery, CatchUpReply, HandoverPrepare, HandoverDone, RateHints) + RELEASE_MESSAGES
 
@@ -110,8 +109,6 @@ class Rebalance:
         self._prepared: dict[int, float] = {}  # replica side: shard -> handover offered to me until
         self._handovers: dict[int, Handover] = {}  # master side, shards being handed over
         self._targets: tuple[int, int, bool, dict[int, str]] | None = None  # (view, hints, draining, targets)
-        self._count_targets: tuple[int, dict[int, str]] | None = None  # (view, targets by shard count alone)
-        self._mastered_since: dict[int, float] = {}
         self._drain_deadline: float | None = None
         self.departed = False  # MemberLeft published after draining
         self.handovers_done = 0
@@ -380,15 +377,11 @@ class Rebalance:
         targets = self._targets_now()
         effects: list[Effect] = []
         in_flight_max = DRAINING_HANDOVERS_IN_FLIGHT_MAX if draining else HANDOVERS_IN_FLIGHT_MAX
-        mastered = self._mastered()
-        self._mastered_since = {shard: self._mastered_since.get(shard, now) for shard in mastered}
-        for shard in mastered:
+        for shard in self._mastered():
             if len(self._handovers) >= in_flight_max:
                 break
             successor = targets.get(shard)
             if successor is None or successor == node.name or shard in self._handovers:
-                continue
-            if not draining and self._load_move_too_soon(shard, now):
                 continue
             if not node.topology.is_live(successor):
                 continue
@@ -399,17 +392,6 @@ class Rebalance:
             effects.append(Send(successor, HandoverPrepare(shard, epoch)))
             effects.append(Journal("handover", f"{node.name} hands shard {shard} to {successor}"))
         return effects
-
-    def _load_move_too_soon(self, shard: int, now: float) -> bool:
-        """A move only the load asks for (by shard count this peer may keep the shard) waits
-        until this peer has mastered it for LOAD_MOVE_AFTER_S: a fresh master's rate is not
-        measured yet, and moving it on at once made masters chase each other's hints."""
-        if now - self._mastered_since.get(shard, now) >= LOAD_MOVE_AFTER_S:
-            return False
-        version = self.node.topology.version
-        if self._count_targets is None or self._count_targets[0] != version:
-            self._count_targets = (version, election.balanced_masters(self.node.topology))
-        return self._count_targets[1].get(shard) == self.node.name
 
     def _complete_handover(self, shard: int, src: str, behind: int, now: float) -> list[Effect]:
         handover = self._handovers.get(shard)
