@@ -66,6 +66,7 @@ CONNECT_TIMEOUT_S = 2.0
 REQUEST_TIMEOUT_S = 10.0  # longer than a peer's append_timeout_s, so the peer answers first
 RETRY_TIMEOUT_S = 15.0  # keep failing over this long before giving up
 RETRY_BACKOFF_S = 0.05
+READ_REDIRECTS_MAX = 3  # a read follows `not_replica` this often, then reports it
 RETRYABLE_CODES = ("no_master", "unavailable", "overloaded", "timeout", "quorum_unreachable")
 
 
@@ -185,9 +186,13 @@ class Client:
         def make(request_id: int) -> ReadRequest:
             return ReadRequest(request_id, stream, cursor, limit, float(wait_s))
 
-        reply = await self._simple(make, timeout_s=REQUEST_TIMEOUT_S + wait_s)
-        if not isinstance(reply, ReadReply):
-            raise RemoteProtocolError(f"expected ReadReply, got {type(reply).__name__}")
+        for _ in range(READ_REDIRECTS_MAX):
+            reply = await self._simple(make, timeout_s=REQUEST_TIMEOUT_S + wait_s)
+            if not isinstance(reply, ReadReply):
+                raise RemoteProtocolError(f"expected ReadReply, got {type(reply).__name__}")
+            if reply.code != "not_replica":
+                break
+            await self._move_to(reply.detail.split(","))
         if reply.code:
             raise RequestFailed(reply.code, reply.detail)
         return ReadResult(reply.events, reply.cursor)
@@ -267,6 +272,23 @@ class Client:
             self._drop(session, f"no answer from {session.address} in {timeout_s} s")
             raise _Lost(f"connection to {session.address} lost", sent=True)
         return slot[1]
+
+    async def _move_to(self, addresses: list[str]) -> None:
+        """Reconnect to the first of `addresses` that answers (a peer said they hold what
+        was asked); stay connected where we are when none does."""
+        for address in addresses:
+            try:
+                ids.parse_address(address)
+            except LocalProtocolError:
+                raise RemoteProtocolError(f"a peer redirected to a malformed address {address!r}") from None
+        async with self._connecting:
+            for address in addresses:
+                session = await self._connect(address)
+                if session is not None:
+                    if self._session is not None:
+                        self._session.kill()
+                    self._session = session
+                    return
 
     def _drop(self, session: _Session, reason: str) -> None:
         if not session.dead:

@@ -255,7 +255,8 @@ async def _is_replica(address: str, name: str) -> bool:
 
 
 async def read_all(address: str, stream: str, page_events: int = READ_PAGE_EVENTS) -> list[Any]:
-    """Every event of `stream` on the peer at `address`, in canonical order, page by page."""
+    """Every event of `stream` served via the peer at `address` (a peer that holds no copy
+    redirects the read to the stream's replicas), in canonical order, page by page."""
     from meshstream.client import open_client
     from meshstream.clocks import EMPTY
 

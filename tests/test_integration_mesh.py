@@ -39,6 +39,13 @@ async def test_peers_find_each_other_from_one_seed(mesh, count):
     await _agree(mesh, names, 20)
     views = [await topology_view(mesh.peers[n].address) for n in names]
     assert all(v["members"].keys() == views[0]["members"].keys() for v in views)
+    # With 5 peers and 3 replicas per shard, two peers hold no copy of the stream: a read
+    # there is redirected to a replica, so every peer serves the acknowledged event.
+    async with open_client([mesh.peers["n1"].address]) as client:
+        written = await client.append(STREAM, b"one", ack="all")
+    for name in names:
+        events = await read_all(mesh.peers[name].address, STREAM)
+        assert [e.digest for e in events] == [written.digest], f"read via {name}: {events}"
 
 
 async def _all_events(address):

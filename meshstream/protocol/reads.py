@@ -8,6 +8,10 @@ repeats one, across failovers and partition merges alike.
 
 A read with `wait_s > 0` that finds nothing is parked until events of its stream become
 durable here (`wake`) or the wait ends, then answered.
+
+Only the shard's replicas hold a stream (and a replaced replica drops its copy), so a peer
+outside the placement answers `not_replica` with the replicas' addresses, best-ranked
+first, and the client reconnects there. With no live replica it serves what it holds.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class Reads:
         if not 1 <= request.limit <= READ_EVENTS_MAX:
             detail = f"limit must be 1-{READ_EVENTS_MAX}"
             return [Reply(client, ReadReply(request.request_id, (), request.cursor, "invalid", detail))]
+        replicas = self.replicas_elsewhere(request.stream)
+        if replicas:
+            return [Reply(client, ReadReply(request.request_id, (), request.cursor, "not_replica", ",".join(replicas)))]
         events, cursor = self.read(request.stream, request.cursor, request.limit)
         if events or request.wait_s <= 0 or len(self._parked) >= PARKED_READS_MAX:
             return [Reply(client, ReadReply(request.request_id, tuple(events), cursor, "", ""))]
@@ -57,6 +64,17 @@ class Reads:
         self._parked[self._next_id] = ParkedRead(client, request)
         self.node.timers.add(now + min(request.wait_s, READ_WAIT_S_MAX), "read", self._next_id)
         return []
+
+    def replicas_elsewhere(self, stream: str) -> list[str]:
+        """The addresses of `stream`'s replicas when this peer is not one of them, else []."""
+        node = self.node
+        if stream == ids.TOPOLOGY_STREAM:
+            return []  # every peer holds `$topology`
+        placement = node.placement(node.shard_of(stream))
+        if node.name in placement:
+            return []
+        addresses = (node.address_of(peer) for peer in placement)
+        return [address for address in addresses if address is not None]
 
     def read(self, stream: str, cursor: VersionVector, limit: int) -> tuple[list[Event], VersionVector]:
         """Events after `cursor` that are safe to hand out, and the cursor after them."""

@@ -16,6 +16,7 @@ written) or *indefinite* (the write may still spread):
 | quorum_unreachable | yes/no | too few live replicas: definite when refused up front |
 | timeout | no | not acknowledged in time; it may still spread |
 | unavailable | yes | the peer is leaving or not yet joined |
+| not_replica | (reads) | this peer holds no copy of the stream; `detail` lists its replicas' addresses |
 """
 
 from __future__ import annotations
