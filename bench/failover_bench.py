@@ -179,7 +179,7 @@ async def main_async(args):
                   f"target <= 2 s   {'met' if median <= 2 else 'MISSED'}")
             print(f"{'acknowledged events lost (all runs)':<60} {sum(losses):>8d}        target 0        "
                   f"{'met' if sum(losses) == 0 else 'MISSED'}")
-        if args.catchup_events:
+        if args.catchup_events and args.catchup_runs > 0:
             rates = []
             for run in range(args.catchup_runs):
                 figures = await catchup(os.path.join(root, f"catchup{run}"), args.catchup_events, args.profile)
