@@ -41,6 +41,7 @@ class LoadHints:
         self._ticks = 0
         self._quantized: dict[int, float] = {}
         self.version = 0
+        self._others: tuple[object, int, list[str]] = (None, -1, [])  # (view, version, live peers but me)
 
     def tick(self, now: float, mastered: list[int]) -> list[Effect]:
         """Once per gossip interval: measure the shards mastered here, gossip now and then."""
@@ -49,7 +50,10 @@ class LoadHints:
         if self._ticks % GOSSIP_EVERY_INTERVALS or not self._table:
             return []
         node = self.node
-        others = [p for p in node.topology.live_peers() if p != node.name]
+        topology = node.topology
+        if self._others[0] is not topology or self._others[1] != topology.version:
+            self._others = (topology, topology.version, [p for p in topology.live_peers() if p != node.name])
+        others = self._others[2]
         if not others:
             return []
         entries = tuple(self._table[shard] for shard in sorted(self._table)[:QUERY_SHARDS_MAX])

@@ -110,6 +110,7 @@ class Rebalance:
         self._handovers: dict[int, Handover] = {}  # master side, shards being handed over
         self._targets: tuple[int, int, bool, dict[int, str]] | None = None  # (view, hints, draining, targets)
         self._drain_deadline: float | None = None
+        self._mastered_at: tuple[object, int, list[int]] | None = None  # (view, version, shards)
         self.departed = False  # MemberLeft published after draining
         self.handovers_done = 0
         self._pruned_version = -1
@@ -253,8 +254,14 @@ class Rebalance:
         return [note] + self.node.membership.leave(now)
 
     def _mastered(self) -> list[int]:
+        # Every tick asks; the answer changes only with the view (`version` moves on every
+        # change of it), so it is kept per view object and version.
         topology = self.node.topology
-        return [s for s in range(topology.shards or 0) if topology.live_master(s) == self.node.name]
+        cached = self._mastered_at
+        if cached is None or cached[0] is not topology or cached[1] != topology.version:
+            mine = [s for s in range(topology.shards or 0) if topology.live_master(s) == self.node.name]
+            cached = self._mastered_at = (topology, topology.version, mine)
+        return list(cached[2])
 
     # ------------------------------------------------------------------ replica side
     def _queries(self, prepared_only: bool = False) -> list[Effect]:
