@@ -277,3 +277,23 @@ class Harness:
         """Every named peer serves the same events of `stream` in the same order."""
         orders = [[e.digest for e in self.read_all(name, stream)] for name in names]
         return all(order == orders[0] for order in orders)
+
+    def catch_up_ratio(self, stream: str, names: Sequence[str], batches: int, batch_events: int,
+                       kinds: Sequence[str], timeout_s: float) -> float:
+        """Crash a replica of `stream` that is not its master, write `batches` quorum batches
+        of 200-byte events, restart it, and once it holds them all (plus 1 s for stragglers)
+        return the bytes of message `kinds` it received over the bytes it lacked."""
+        master = self.node(names[0]).master_of(stream)
+        away = next(name for name in names if name != master)
+        self.crash(away)
+        self.wait_for(lambda: self.node(master).topology.member(away).status == "failed", 10, "declared failed")
+        for batch in range(batches):
+            items = [(f"k{batch}-{i}".encode(), bytes(200)) for i in range(batch_events)]
+            assert self.append(master, stream, items, "quorum").code == ""
+        lacking = sum(e.size() for e in self.read_all(master, stream))
+        before = sum(self.bytes_to_by_kind[(away, kind)] for kind in kinds)
+        self.start(away)
+        total = batches * batch_events
+        self.wait_for(lambda: len(self.read_all(away, stream)) == total, timeout_s, "caught up")
+        self.run_for(1.0)
+        return (sum(self.bytes_to_by_kind[(away, kind)] for kind in kinds) - before) / lacking

@@ -116,20 +116,7 @@ def test_returning_peer_catches_up_with_little_more_than_what_it_lacks() -> None
     harness = Harness(33)
     harness.form_mesh(NAMES)
     stream = "catch-up"
-    master = harness.node("n1").master_of(stream)
-    away = next(n for n in NAMES if n != master)
-    harness.crash(away)
-    harness.wait_for(lambda: harness.node(master).topology.member(away).status == "failed", 10, "declared failed")
-    for batch in range(10):
-        items = [(f"k{batch}-{i}".encode(), bytes(200)) for i in range(200)]
-        assert harness.append(master, stream, items, "quorum").code == ""
-    lacking = sum(e.size() for e in harness.read_all(master, stream))
-    before = sum(harness.bytes_to_by_kind[(away, kind)] for kind in REPLICATION_KINDS)
-    harness.start(away)
-    harness.wait_for(lambda: len(harness.read_all(away, stream)) == 2000, 10, "caught up")
-    harness.run_for(1.0)
-    moved = sum(harness.bytes_to_by_kind[(away, kind)] for kind in REPLICATION_KINDS) - before
-    ratio = moved / lacking
-    print(f"catch-up: lacked {lacking} bytes, received {moved} replication bytes, ratio {ratio:.3f}")
+    ratio = harness.catch_up_ratio(stream, NAMES, batches=10, batch_events=200, kinds=REPLICATION_KINDS, timeout_s=10)
+    print(f"catch-up: received {ratio:.3f}x the bytes it lacked in replication messages")
     assert ratio <= CATCH_UP_RATIO_MAX, f"seed=33: catch-up ratio {ratio:.3f}"
     assert harness.converged(stream, NAMES)

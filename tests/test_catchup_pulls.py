@@ -77,20 +77,7 @@ def test_a_cut_batch_is_continued_with_a_big_batch_pull() -> None:
 def test_returning_peer_lacking_many_batches_moves_little_more_than_it_lacks() -> None:
     harness = _mesh()
     stream = "catch-up"
-    master = harness.node("n1").master_of(stream)
-    away = next(n for n in NAMES if n != master)
-    harness.crash(away)
-    harness.wait_for(lambda: harness.node(master).topology.member(away).status == "failed", 10, "declared failed")
-    for batch in range(12):
-        items = [(f"k{batch}-{i}".encode(), bytes(200)) for i in range(1000)]
-        assert harness.append(master, stream, items, "quorum").code == ""
-    lacking = sum(e.size() for e in harness.read_all(master, stream))
     kinds = ("SyncOffer", "SyncPull", "SyncEvents", "SyncContinue", "SyncEnvelopes", "Replicate")
-    before = sum(harness.bytes_to_by_kind[(away, kind)] for kind in kinds)
-    harness.start(away)
-    harness.wait_for(lambda: len(harness.read_all(away, stream)) == 12_000, 20, "caught up")
-    harness.run_for(1.0)
-    moved = sum(harness.bytes_to_by_kind[(away, kind)] for kind in kinds) - before
-    ratio = moved / lacking
+    ratio = harness.catch_up_ratio(stream, NAMES, batches=12, batch_events=1000, kinds=kinds, timeout_s=20)
     assert ratio <= CATCH_UP_RATIO_MAX, f"seed={SEED}: catch-up moved {ratio:.3f}x what was lacking"
     assert harness.converged(stream, NAMES)
