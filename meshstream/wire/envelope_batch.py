@@ -35,7 +35,6 @@ from meshstream.errors import LocalProtocolError, RemoteProtocolError
 _blake3 = blake3.blake3
 _new = object.__new__
 _DIGEST_MARK = b"\x58\x20"  # a 32-byte byte string
-_PEER_CHARS_MAX = 64  # clocks._check_entry's bound on a peer name
 _DECODE_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError, MemoryError,
                   IndexError, KeyError, UnicodeDecodeError, EOFError)
 
