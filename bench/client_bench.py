@@ -6,6 +6,10 @@
 2. Three peers, replication factor 3, ack=all, same load (target 25,000/s).
 3. Three peers, ack=all, single-event appends one at a time: latency p50 (< 2 ms) and
    p99 (< 10 ms).
+`--part latency` runs 3 alone; `--part trace` runs it with `MESHSTREAM_TRACE` set for the
+peers (runtime/trace.py) and prints, per step of an append's path (client -> master ->
+replicas -> master -> client), its median time from the client's send, so where the
+time goes is read off one table.
 Events carry 200 bytes of data. Each figure is printed beside its target, and beside each
 throughput the CPU it cost per event: each peer's (user + system, from /proc) and this
 client's, so a figure depressed by a busy machine can still be compared.
@@ -83,14 +87,19 @@ async def throughput(peers, events, batch, in_flight, ack):
         return rate, meter.line(per_task * in_flight)
 
 
-async def latency(addresses, count, ack):
+async def latency(addresses, count, ack, windows=None):
+    """(p50, p99) in ms of `count` single appends one at a time; their (start, end)
+    perf_counter pairs are appended to `windows` when given."""
     async with open_client(addresses, retry_timeout_s=30) as client:
         await client.append("latency", DATA, ack=ack)
         samples = []
         for _ in range(count):
             start = time.perf_counter()
             await client.append("latency", DATA, ack=ack)
-            samples.append((time.perf_counter() - start) * 1000)
+            end = time.perf_counter()
+            samples.append((end - start) * 1000)
+            if windows is not None:
+                windows.append((start, end))
     samples.sort()
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
@@ -106,11 +115,74 @@ def line(what, value, unit, target, ok):
 
 
 async def main_async(args):
+    print(f"load {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="meshstream-bench-") as root:
         if args.part in ("all", "one"):
             await one_peer(root, args)
         if args.part in ("all", "three"):
             await three_peers(root, args)
+        if args.part in ("latency", "trace"):
+            await latency_only(root, args)
+    print(f"load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+async def latency_only(root, args):
+    traces = os.path.join(root, "traces")
+    if args.part == "trace":
+        os.makedirs(traces)
+        os.environ["MESHSTREAM_TRACE"] = traces
+    peers = start_mesh(os.path.join(root, "three"), 3, ["--replication-factor", "3"])
+    try:
+        await mesh_ready(peers)
+        samples = []
+        with CpuMeter(peers) as meter:
+            p50, p99 = await latency([p.address for p in peers], args.latency_samples, "all", samples)
+        line("3 peers rf=3, ack=all, single append latency p50", p50, "ms", "< 2 ms", p50 < 2)
+        line("3 peers rf=3, ack=all, single append latency p99", p99, "ms", "< 10 ms", p99 < 10)
+        print(meter.line(len(samples)), flush=True)
+        if args.part == "trace":
+            print_trace(traces, {p.process.pid: p.name for p in peers}, samples)
+    finally:
+        os.environ.pop("MESHSTREAM_TRACE", None)
+        for peer in peers:
+            peer.kill()
+
+
+def print_trace(directory, names, samples):
+    """Median time from the client's send of each traced step, per role, over `samples`."""
+    lines = {}
+    for pid, name in names.items():
+        with open(os.path.join(directory, f"{pid}.trace")) as file:
+            lines[name] = [(float(t), what) for t, what in (row.rstrip("\n").split(" ", 1) for row in file)]
+    steps, ticks = {}, []
+    for start, end in samples:
+        for name, rows in lines.items():
+            window = [(t, what) for t, what in rows if start <= t <= end]
+            role = "master" if any(what == "in AppendRequest" for _, what in window) else "replica"
+            seen = {}
+            for t, what in window:
+                words = what.split()
+                if words[0] == "tick":
+                    ticks.append(float(words[1]))
+                    key = "tick"
+                elif words[0] in ("in", "out"):
+                    key = " ".join(words[:2])
+                else:
+                    key = " ".join(words[:1] + [w for w in words[1:] if not w.isdigit()])
+                seen[key] = seen.get(key, 0) + 1
+                steps.setdefault((role, f"{key} #{seen[key]}"), []).append((t - start) * 1e6)
+    print(f"where an append's time goes: median us from the client's send ({len(samples)} appends; "
+          f"a step seen in fewer than half of them is left out)")
+    rows = [(statistics.median(v), role, key, len(v)) for (role, key), v in steps.items()
+            if len(v) * (2 if role == "master" else 1) >= len(samples)]
+    for median, role, key, count in sorted(rows):
+        print(f"    {median:8.0f} us  {role:<8} {key:<32} (in {count})")
+    total = statistics.median(end - start for start, end in samples) * 1e6
+    print(f"    {total:8.0f} us  client   reply received")
+    if ticks:
+        ticks.sort()
+        print(f"    ticks during appends: {len(ticks)}, median {statistics.median(ticks):.3f} ms, "
+              f"max {ticks[-1]:.3f} ms")
 
 
 async def one_peer(root, args):
@@ -149,7 +221,7 @@ def main():
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--latency-samples", type=int, default=2000)
-    parser.add_argument("--part", choices=["all", "one", "three"], default="all", help="which mesh to measure")
+    parser.add_argument("--part", choices=["all", "one", "three", "latency", "trace"], default="all", help="which mesh to measure")
     trio.run(main_async, parser.parse_args())
 
 

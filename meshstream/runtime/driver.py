@@ -36,6 +36,7 @@ import trio
 from meshstream.config import Config
 from meshstream.errors import RemoteProtocolError
 from meshstream.protocol.effects import Deliver, Journal, Persist, Reply, Send, SendTo
+from meshstream.runtime import trace
 from meshstream.wire.messages import ReadReply, ReadRequest
 
 log = logging.getLogger("meshstream.driver")
@@ -106,10 +107,14 @@ class Driver:
         self.clients.pop(client, None)
 
     def peer_message(self, src: str, message: Any) -> None:
+        if trace.ENABLED:
+            trace.note(f"in {type(message).__name__} {src}")
         self.execute(self.node.receive(src, message, trio.current_time()))
         self._wake.set()
 
     def client_request(self, client: int, message: Any) -> None:
+        if trace.ENABLED:
+            trace.note(f"in {type(message).__name__}")
         if isinstance(message, ReadRequest) and message.wait_s > 0:
             self._read_or_park(client, message, trio.current_time() + min(message.wait_s, LONG_POLL_WAIT_S_MAX))
         else:
@@ -121,6 +126,8 @@ class Driver:
     def execute(self, effects: list[Any]) -> None:
         if self.stopping and self.node.departed:
             self._departed.set()
+        if trace.ENABLED:
+            _trace_effects(effects)
         for effect in effects:
             match effect:
                 case Send(peer, message):
@@ -187,7 +194,11 @@ class Driver:
                 await self._wake.wait()
             # Yield once so inputs arriving together are answered by one tick.
             await trio.sleep(0)
+            if trace.ENABLED:
+                started = trio.current_time()
             self.execute(self.node.tick(trio.current_time()))
+            if trace.ENABLED:
+                trace.note(f"tick {(trio.current_time() - started) * 1000:.3f}")
 
     async def _commit_loop(self) -> None:
         while True:
@@ -214,13 +225,25 @@ class Driver:
     async def _commit(self, batch: list[Persist]) -> None:
         events = [event for persist in batch for event in persist.events]
         if events:
+            if trace.ENABLED:
+                trace.note(f"fsync start {len(events)}")
             prepared = self.store.prepare_batch(events, on_conflict="resolve")
             await trio.to_thread.run_sync(self.store.write_prepared, prepared)
+            if trace.ENABLED:
+                trace.note(f"fsync end {len(events)}")
             self.store.commit_prepared(prepared)
         now = trio.current_time()
         for persist in batch:
             self.execute(self.node.persisted(persist.token, now))
         self._wake.set()
+
+
+def _trace_effects(effects: list[Any]) -> None:
+    for effect in effects:
+        if isinstance(effect, (Send, SendTo, Reply)):
+            trace.note(f"out {type(effect.message).__name__}")
+        elif isinstance(effect, Persist):
+            trace.note(f"out Persist {len(effect.events)}")
 
 
 def check_client_message(message: Any) -> None:

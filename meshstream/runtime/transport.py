@@ -26,6 +26,7 @@ import trio
 
 from meshstream.config import Config
 from meshstream.errors import RemoteProtocolError
+from meshstream.runtime import trace
 from meshstream.wire import framing
 from meshstream.wire import mac as wire_mac
 from meshstream.wire.messages import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, Hello
@@ -208,7 +209,10 @@ class Connection:
                 handled += 1
                 if handled % READ_YIELD_MESSAGES == 0:
                     await trio.sleep(0)
-            decoder.receive_data(await _receive_some(self.stream, decoder))
+            data = await _receive_some(self.stream, decoder)
+            if trace.ENABLED:
+                trace.note(f"read {len(data)}")
+            decoder.receive_data(data)
 
     async def _write_loop(self) -> None:
         async for first in self._inbox:
@@ -222,6 +226,8 @@ class Connection:
                 await self.stream.send_all(encode_frames(self._encoder, batch))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise ConnectionClosed(f"send failed: {exc}") from None
+            if trace.ENABLED:
+                trace.note("sent " + ",".join(sorted({type(message).__name__ for message in batch})))
 
     async def drain(self, timeout_s: float) -> None:
         """Wait until the send queue is empty (for a graceful exit), at most `timeout_s`."""
