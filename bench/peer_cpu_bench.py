@@ -84,11 +84,19 @@ class Rig:
         self.run(peer, peer.node.start(time.monotonic()), "node")
         return peer
 
+    profiled: str | None = None  # the peer whose timed work a profiler records
+    profiler: cProfile.Profile | None = None
+
     def timed(self, peer: RigPeer, part: str, fn: Any, *args: Any) -> Any:
+        profiler = self.profiler if peer.name == self.profiled else None
         start = time.process_time()
+        if profiler:
+            profiler.enable()
         try:
             return fn(*args)
         finally:
+            if profiler:
+                profiler.disable()
             peer.cpu[part] += time.process_time() - start
 
     def run(self, peer: RigPeer, effects: list, part: str) -> None:
@@ -244,6 +252,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--store", default="segment", choices=["segment", "memory"])
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-peer", metavar="NAME", help="profile only this peer's decode/node/store/encode work")
     parser.add_argument("--catchup", type=int, default=0, help="events written while a third peer is away")
     args = parser.parse_args()
     gc.set_threshold(GC_YOUNG_OBJECTS, *GC_OLDER_RATIOS)  # as a peer process runs
@@ -294,6 +303,8 @@ def catchup(args: argparse.Namespace, config: Config, root: str) -> None:
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
+    if args.profile_peer:
+        rig.profiled, rig.profiler = args.profile_peer, cProfile.Profile()
     start = time.perf_counter()
     back = rig.add("n3", ("n1",))
     rig.run_until(lambda: back.store.event_count(stream) >= held, 600, "n3 caught up")
@@ -302,6 +313,9 @@ def catchup(args: argparse.Namespace, config: Config, root: str) -> None:
         profiler.disable()
     print(f"catch-up of {held} events: {held / wall:,.0f} events/s in one process (target 100,000)")
     report(rig, held, wall)
+    profiler = profiler or rig.profiler
+    if profiler and os.environ.get("PROFILE_OUT"):
+        profiler.dump_stats(os.environ["PROFILE_OUT"])
     if profiler:
         pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("LINES", "30")))
 

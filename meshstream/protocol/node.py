@@ -47,7 +47,7 @@ from meshstream.protocol.membership import Membership
 from meshstream.protocol.placements import PlacementView
 from meshstream.protocol.reads import Reads
 from meshstream.protocol.rebalance import Rebalance
-from meshstream.protocol.replication import Writes, track_in_flight
+from meshstream.protocol.replication import Writes, sort_incoming, track_in_flight, untrack_in_flight
 from meshstream.protocol.scrub import Scrubber
 from meshstream.protocol.timers import Timers
 from meshstream.protocol.topology_log import TopologyLog
@@ -93,7 +93,7 @@ class Node:
         self._token_events: dict[int, tuple[list[Event], list[Event]]] = {}  # (all, fresh)
         self._next_token = 0
         self.unpersisted: dict[tuple[str, bytes], Event] = {}  # natural key -> event in flight
-        self._unpersisted_dots: set[tuple[str, Dot]] = set()
+        self._unpersisted_dots: set[tuple[str, str, int]] = set()  # (stream, peer, counter) in flight
         # stream -> writer -> the top of a run of that writer's dots, each held or on its
         # way to the store, contiguous with the store's vector when persisted (pull_vector).
         self._inflight_heads: dict[str, dict[str, int]] = {}
@@ -199,7 +199,7 @@ class Node:
             return vector
         raised: dict[str, int] = {}
         for writer, head in self._inflight_heads.get(stream, {}).items():
-            if head > vector.get(writer) and (stream, Dot(writer, head)) in self._unpersisted_dots:
+            if head > vector.get(writer) and (stream, writer, head) in self._unpersisted_dots:
                 raised[writer] = head
         return vector.merge(raised) if raised else vector
 
@@ -375,12 +375,9 @@ class Node:
             raise LocalProtocolError(f"persisted() for unknown token {token}")
         purpose = self._tokens.pop(token)
         events, fresh = self._token_events.pop(token)
-        for event in events:
-            self._unpersisted_dots.discard((event.stream, event.dot))
-            if self.unpersisted.get((event.stream, event.key)) is event:  # natural_key, without a call
-                del self.unpersisted[event.stream, event.key]
-            if event.stream == TOPOLOGY_STREAM and event.dot.peer == self.writer:
-                self._writer_durable = True
+        untrack_in_flight(events, self.unpersisted, self._unpersisted_dots)
+        if not self._writer_durable and any(e.stream == TOPOLOGY_STREAM and e.dot.peer == self.writer for e in events):
+            self._writer_durable = True
         effects = self._deliver(fresh, now)
         effects += self._on_durable(purpose, now)
         return effects + self._settle(now)
@@ -441,20 +438,8 @@ class Node:
         """Events from a peer (eager push or anti-entropy): persist those new here."""
         topology = [e for e in events if e.stream == TOPOLOGY_STREAM]
         effects = self.absorb_topology(topology, now)[1] if topology else []
-        fresh: list[Event] = []
-        again: list[Event] = []  # in flight here already: re-persisted so the ack is honest
-        batch: dict[tuple[str, bytes], Event] = {}  # conflicts may sit in one batch too
-        for event in events:
-            if event.stream.startswith(ids.SYSTEM_PREFIX) or self._holds(event):
-                continue
-            if (event.stream, event.dot) in self._unpersisted_dots:
-                again.append(event)
-                continue
-            effects += self._note_conflict(event, batch.get(event.natural_key))
-            previous = batch.get(event.natural_key)
-            if previous is None or event.digest < previous.digest:
-                batch[event.natural_key] = event
-            fresh.append(event)
+        fresh, again, conflicts = sort_incoming(self, events)  # again: in flight here already
+        effects += conflicts
         if purpose[0] != "replica":
             again = []
         if not fresh and not again:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from meshstream import ids
-from meshstream.clocks import Dot
 from meshstream.envelope import Event, normalize_metadata
 from meshstream.errors import CorruptRecord, LocalProtocolError
 from meshstream.protocol.effects import Effect, Reply, Send
@@ -337,27 +336,89 @@ class Writes:
 
 
 def track_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, bytes], Event],
-                    in_flight: set[tuple[str, Dot]], heads: dict[str, dict[str, int]], store: EventStore) -> set[str]:
+                    in_flight: set[tuple[str, str, int]], heads: dict[str, dict[str, int]],
+                    store: EventStore) -> set[str]:
     """`Node.persist`'s bookkeeping of events on their way to the store: each natural key
-    (the first event of it in flight is kept) and dot, and per stream and writer the top
-    of a run of dots contiguous with the store's vector (see `Node.pull_vector`). The
-    store's vector and the run's head are read once per (stream, writer) run of `events`,
-    not per event. Returns the streams of `events`."""
+    (the first event of it in flight is kept) and dot (as (stream, peer, counter): a tuple
+    of str and int hashes in C, a Dot through its dataclass __hash__), and per stream and
+    writer the top of a run of dots contiguous with the store's vector (see
+    `Node.pull_vector`). The store's vector and the run's head are read once per (stream,
+    writer) run of `events`, not per event. Returns the streams of `events`."""
     tops: dict[tuple[str, str], int] = {}  # (stream, writer) -> the head of its run so far
     starts: dict[tuple[str, str], int] = {}  # ... and before these events
+    keep, add = unpersisted.setdefault, in_flight.add
+    name = writer = None
+    top = 0
     for event in events:
         stream, dot = event.stream, event.dot
-        unpersisted.setdefault((stream, event.key), event)
-        in_flight.add((stream, dot))
-        top = tops.get((stream, dot.peer))
-        if top is None:
-            top = starts[stream, dot.peer] = max(heads.get(stream, {}).get(dot.peer, 0),
-                                                 store.version_vector(stream).get(dot.peer))
-        tops[stream, dot.peer] = dot.counter if dot.counter == top + 1 else top
+        keep((stream, event.key), event)
+        peer, counter = dot.peer, dot.counter
+        add((stream, peer, counter))
+        if stream != name or peer != writer:  # a new (stream, writer) run of `events`
+            if name is not None:
+                tops[name, writer] = top
+            name, writer = stream, peer
+            top = tops.get((stream, peer))
+            if top is None:
+                top = starts[stream, peer] = max(heads.get(stream, {}).get(peer, 0),
+                                                 store.version_vector(stream).get(peer))
+        if counter == top + 1:
+            top = counter
+    if name is not None:
+        tops[name, writer] = top
     for (stream, writer), top in tops.items():
         if top > starts[stream, writer]:  # the run grew by these events
             heads.setdefault(stream, {})[writer] = top
     return {stream for stream, _ in tops}
+
+
+def untrack_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, bytes], Event],
+                      in_flight: set[tuple[str, str, int]]) -> None:
+    """Undo `track_in_flight` for events now durable (a natural key only if it still
+    names this event: another copy of it may have gone in flight after it)."""
+    drop, kept = in_flight.discard, unpersisted.get
+    for event in events:
+        stream, dot = event.stream, event.dot
+        drop((stream, dot.peer, dot.counter))
+        if kept((stream, event.key)) is event:
+            del unpersisted[stream, event.key]
+
+
+def sort_incoming(node: Node, events: Sequence[Event]) -> tuple[list[Event], list[Event], list[Effect]]:
+    """`Node.take_events`'s sorting of events from a peer: (fresh: new here, to persist;
+    again: in flight here already; conflict journal effects). System streams and dots the
+    store holds are skipped. An event the store certainly lacks (`unheld`) whose key is
+    neither in flight nor earlier in the batch is fresh at once; any other takes every
+    check (`Node._holds`, `Node._note_conflict`). A catch-up brings hundreds of thousands
+    of the first kind: the exact checks cost ~5 us an event, this ~1."""
+    unheld = getattr(node.store, "unheld", None)  # a store without it: every event checked
+    plain = unheld(events) if unheld is not None else [False] * len(events)
+    unpersisted, in_flight = node.unpersisted, node._unpersisted_dots
+    fresh: list[Event] = []
+    again: list[Event] = []  # in flight here already: re-persisted so the ack is honest
+    effects: list[Effect] = []
+    batch: dict[tuple[str, bytes], Event] = {}  # conflicts may sit in one batch too
+    for event, new in zip(events, plain):
+        stream, dot = event.stream, event.dot
+        if stream.startswith(ids.SYSTEM_PREFIX):
+            continue
+        natural = (stream, event.key)
+        if new and natural not in batch and natural not in unpersisted \
+                and (stream, dot.peer, dot.counter) not in in_flight:
+            batch[natural] = event
+            fresh.append(event)
+            continue
+        if not new and node._holds(event):
+            continue
+        if (stream, dot.peer, dot.counter) in in_flight:
+            again.append(event)
+            continue
+        previous = batch.get(natural)
+        effects += node._note_conflict(event, previous)
+        if previous is None or event.digest < previous.digest:
+            batch[natural] = event
+        fresh.append(event)
+    return fresh, again, effects
 
 
 def validate_append(stream: str, items: tuple[AppendItem, ...], config) -> str:

@@ -31,6 +31,7 @@ from meshstream.store.index import (CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_
 
 OP_EVENT, OP_DOT = 1, 2
 CONFLICT_MODES = ("raise", "resolve")
+KEY_HASHES_KEPT_MAX = 1 << 15  # hashes `unheld` computed, kept for prepare_batch (a catch-up has ~6k in flight)
 _from_bytes = int.from_bytes
 _blake3 = blake3.blake3
 
@@ -113,6 +114,9 @@ class IndexedStore:
         self._scrub_next = 0
         self._stream_hashes: dict[int, int] = {}
         self._shard_xors: dict[int, list[int]] = {}
+        # id(event) -> (event, its key hash), from `unheld`, taken by prepare_batch: the
+        # entry holds the event, so its id cannot be reused while the entry lives.
+        self._key_hashes: dict[int, tuple[Event, int]] = {}
 
     # -- subclass hooks --
     def _load_many(self, rids: Sequence[int]) -> list[Event | CorruptRecord]:
@@ -188,6 +192,41 @@ class IndexedStore:
         found = self._index.stream(stream)
         return -1 if found is None else self._index.rid_of_dot(found, dot)
 
+    def unheld(self, events: Sequence[Event]) -> list[bool]:
+        """For each event, True when this store certainly holds neither its dot nor any
+        record of its natural key (`has_dot` and `get` would say False and None): the dot
+        is beyond every counter held for its (stream, peer), and no key in the key index
+        has its key's hash. False: it may (ask them). What a catch-up or an eager push
+        brings is almost all of the first kind; one key hash each, kept for
+        `prepare_batch` (the same events come back to it in a Persist). Always False for
+        a system stream's events (the node keeps those apart: no hash is spent on them)."""
+        index = self._index
+        stream_ids, streams, key_known = index.stream_ids, index.streams, index.keys.contains
+        kept, blake, from_bytes = self._key_hashes, _blake3, _from_bytes
+        if len(kept) + len(events) > KEY_HASHES_KEPT_MAX:
+            kept.clear()  # some never reached a batch (a node that crashed in the simulator)
+        result: list[bool] = []
+        name = peer = None
+        prefix, held, system = b"", 0, False
+        for event in events:
+            dot = event.dot
+            if event.stream != name or dot.peer != peer:  # a new (stream, peer) run
+                name, peer = event.stream, dot.peer
+                prefix = name.encode("utf-8") + b"\x00"
+                sid = stream_ids.get(name)
+                log = None if sid is None else streams[sid].logs.get(peer)
+                held = log.counters[-1] if log is not None and log.counters else 0
+                system = name.startswith(SYSTEM_PREFIX)
+            if system:
+                result.append(False)
+                continue
+            hashed = from_bytes(blake(prefix + event.key).digest(length=8), "little")  # index.key_hash
+            new = dot.counter > held and not key_known(hashed)
+            if new:
+                kept[id(event)] = (event, hashed)
+            result.append(new)
+        return result
+
     # -- writing --
     def append_batch(self, events: Sequence[Event], *, on_conflict: str = "raise") -> list[AppendResult]:
         prepared = self.prepare_batch(events, on_conflict=on_conflict)
@@ -210,6 +249,8 @@ class IndexedStore:
         stream_ids, streams, key_known = index.stream_ids, index.streams, index.keys.contains
         records, hashes, by_hash, results = prepared.events, prepared.hashes, prepared.by_hash, prepared.results
         stored, blake, from_bytes = AppendResult.STORED, _blake3, _from_bytes
+        kept = self._key_hashes
+        take = kept.pop if kept else None
         tops: dict[tuple[str, str], int] = {}  # (stream, peer) -> largest counter of the batch so far
         name = peer = None
         prefix, top, held = b"", 0, 0
@@ -226,7 +267,11 @@ class IndexedStore:
                 log = None if sid is None else streams[sid].logs.get(peer)
                 held = log.counters[-1] if log is not None and log.counters else 0
             counter = dot.counter
-            hashed = from_bytes(blake(prefix + event.key).digest(length=8), "little")  # index.key_hash
+            known = take(id(event), None) if take else None
+            if known is not None and known[0] is event:
+                hashed = known[1]
+            else:
+                hashed = from_bytes(blake(prefix + event.key).digest(length=8), "little")  # index.key_hash
             if counter > top and counter > held and hashed not in by_hash and not key_known(hashed):
                 by_hash[hashed] = len(records)
                 records.append(event)
