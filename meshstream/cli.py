@@ -9,6 +9,10 @@ With `--json`, output is one JSON object per line. Event data appears as `"data"
 is UTF-8 text, otherwise as `"data_base64"`; keys likewise as `"key"` (text) or
 `"key_base64"`. A read event shows `stream`, `key`, `hash` (hex BLAKE3 digest), `dot`
 (`peer:counter`) and `cursor` (the cursor to resume after it, `peer:counter,...`).
+
+`run` with `MESHSTREAM_PROFILE=DIR` in the environment profiles the peer with cProfile (in
+CPU time) and writes `DIR/<name>.prof` on exit and whenever the process gets SIGUSR1
+(benchmarks ask for a profile at a moment of their choosing, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import base64
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -177,8 +182,36 @@ def _run(args: argparse.Namespace) -> int:
         ids.parse_address(address)
     options = PeerOptions(name=args.name, listen=args.listen, data_dir=args.data, join=tuple(args.join),
                           advertise=args.advertise, cluster_key=_cluster_key(args.cluster_key_file), config=config)
-    trio.run(run_peer, options)
+    _profiled(args.name, lambda: trio.run(run_peer, options))
     return 0
+
+
+def _profiled(name: str, run: Any) -> None:
+    """`run()`, under cProfile when MESHSTREAM_PROFILE names a directory."""
+    directory = os.environ.get("MESHSTREAM_PROFILE")
+    if not directory:
+        run()
+        return
+    import cProfile
+    import signal
+
+    import time
+
+    profiler = cProfile.Profile(time.process_time)  # CPU time: wall time on a busy machine is other processes'
+    path = os.path.join(directory, f"{name}.prof")
+
+    def dump(*_: Any) -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+        profiler.enable()
+
+    signal.signal(signal.SIGUSR1, dump)
+    profiler.enable()
+    try:
+        run()
+    finally:
+        profiler.disable()
+        profiler.dump_stats(path)
 
 
 # -- append --
