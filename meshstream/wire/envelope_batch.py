@@ -21,6 +21,7 @@ generic helpers). Here, per batch:
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Sequence
 
 import blake3
@@ -69,35 +70,39 @@ def decode_envelopes(envelopes: Sequence[bytes]) -> list[Event]:
     """The events of `envelopes`, in order. Raises RemoteProtocolError if any is malformed,
     invalid or tampered (as `decode_event` would for it)."""
     bodies: list[bytes] = []
+    digests: list[bytes] = []
     slow: dict[int, Event] = {}  # position -> event decoded by decode_event
+    blake, split = _blake3, _split
     for position, envelope in enumerate(envelopes):
-        start, end = _split(envelope)
+        start, end = split(envelope)
         if not end:
             slow[position] = decode_event(envelope)
             bodies.append(b"")
+            digests.append(b"")
             continue
         body = envelope[start:end]
-        if _blake3(body).digest() != envelope[end + 2:]:
+        digest = blake(body).digest()
+        if digest != envelope[end + 2:]:
             raise RemoteProtocolError("envelope digest does not match its body")
         bodies.append(body)
+        digests.append(digest)
     fields = _decode_bodies(bodies, slow)
-    return _build(envelopes, fields, slow)
+    return _build(envelopes, digests, fields, slow)
 
 
 def _decode_bodies(bodies: list[bytes], slow: dict[int, Event]) -> list[list | None]:
     """Each body decoded by one strict decoder; None where `slow` already holds the event."""
     stream = io.BytesIO(b"".join(bodies))
-    decoder = cbor2.CBORDecoder(stream, tag_hook=_reject_tag)
+    decode, tell = cbor2.CBORDecoder(stream, tag_hook=_reject_tag).decode, stream.tell
     decoded: list[list | None] = []
-    boundary = 0
+    append = decoded.append
     try:
-        for position, body in enumerate(bodies):
-            if position in slow:
-                decoded.append(None)
+        for position, boundary in enumerate(itertools.accumulate(map(len, bodies))):
+            if slow and position in slow:
+                append(None)
                 continue
-            decoded.append(decoder.decode())
-            boundary += len(body)
-            if stream.tell() != boundary:
+            append(decode())
+            if tell() != boundary:
                 raise RemoteProtocolError("malformed CBOR: an envelope body is not exactly one item")
     except RemoteProtocolError:
         raise
@@ -108,40 +113,52 @@ def _decode_bodies(bodies: list[bytes], slow: dict[int, Event]) -> list[list | N
     return decoded
 
 
-def _build(envelopes: Sequence[bytes], decoded: list[list | None], slow: dict[int, Event]) -> list[Event]:
+def _build(envelopes: Sequence[bytes], digests: list[bytes], decoded: list[list | None],
+           slow: dict[int, Event]) -> list[Event]:
     """Events from decoded bodies, every field checked as `envelope._decode_body` does."""
     events: list[Event] = []
     streams: set[str] = set()  # names that passed validate_stream_name in this batch
     peers: set[str] = set()  # dot peers that passed the peer check
     known: set[tuple] = set()  # the peer names of context vectors that passed the vector check
+    singles: set[str] = set()  # ... those of one peer (a stream with one writer), by name
+    key_max, data_max, counter_max = ids.KEY_BYTES_MAX, DATA_BYTES_HARD_MAX, COUNTER_MAX
+    append = events.append
     for position, fields in enumerate(decoded):
         if fields is None:
-            events.append(slow[position])
+            append(slow[position])
             continue
-        envelope = envelopes[position]
         if type(fields) is not list or len(fields) != 7:
             raise RemoteProtocolError("an envelope body must have 7 fields")
         version, stream, key, data, metadata, dot, context = fields
         if metadata or type(metadata) is not dict:
-            events.append(decode_event(envelope))  # metadata, or not a map: the full rules
+            append(decode_event(envelopes[position]))  # metadata, or not a map: the full rules
             continue
         if version != ENVELOPE_VERSION or type(version) is not int:
             raise RemoteProtocolError(f"unsupported envelope version {version!r}")
-        if type(data) is not bytes or len(data) > DATA_BYTES_HARD_MAX:
+        if type(data) is not bytes or len(data) > data_max:
             raise RemoteProtocolError("event data must be a byte string within the size limit")
         if type(stream) is not str or stream not in streams:
             _check_stream(stream)
             streams.add(stream)
-        if type(key) is not bytes or not 1 <= len(key) <= ids.KEY_BYTES_MAX:
+        if type(key) is not bytes or not 1 <= len(key) <= key_max:
             _check_key(key)
         if type(dot) is not list or len(dot) != 2:
             raise RemoteProtocolError("a dot must be [peer, counter]")
         peer, counter = dot
-        if type(peer) is not str or peer not in peers or type(counter) is not int or not 1 <= counter <= COUNTER_MAX:
+        if type(peer) is not str or peer not in peers or type(counter) is not int or not 1 <= counter <= counter_max:
             Dot.from_cbor(dot)  # raises the precise error
             peers.add(peer)
-        events.append(make_event_unchecked(stream, key, data, (), make_dot_unchecked(peer, counter),
-                                           _vector(context, known), envelope[-DIGEST_BYTES:], envelope))
+        if type(context) is list and len(context) == 2 and type(context[0]) is str and context[0] in singles \
+                and type(context[1]) is int and 1 <= context[1] <= counter_max:
+            vector = _new(VersionVector)  # the usual context: one writer, its name checked before
+            vector._counters = {context[0]: context[1]}
+            vector._hash = None
+        else:
+            vector = _vector(context, known)
+            if len(context) == 2:
+                singles.add(context[0])
+        append(make_event_unchecked(stream, key, data, (), make_dot_unchecked(peer, counter), vector,
+                                    digests[position], envelopes[position]))
     return events
 
 
