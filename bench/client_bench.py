@@ -126,6 +126,32 @@ async def main_async(args):
     print(f"load {os.getloadavg()[0]:.2f}", flush=True)
 
 
+def disk_floor(directory, samples=200):
+    """(p50, p99) ms of one 300-byte append + fdatasync in `directory`: what a group commit
+    of one event costs on this disk, on the master and on each replica (ack=all waits for
+    all three, and here the three share one disk)."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    times = []
+    try:
+        for _ in range(samples):
+            os.write(fd, DATA + b"x" * 100)
+            start = time.perf_counter()
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99) - 1]
+
+
+def print_disk_floor(root):
+    p50, p99 = disk_floor(root)
+    print(f"{'disk: one 300-byte append + fdatasync (the floor of ack=all)':<58} p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+
+
 async def latency_only(root, args):
     traces = os.path.join(root, "traces")
     if args.part == "trace":
@@ -134,6 +160,7 @@ async def latency_only(root, args):
     peers = start_mesh(os.path.join(root, "three"), 3, ["--replication-factor", "3"])
     try:
         await mesh_ready(peers)
+        print_disk_floor(root)
         samples = []
         with CpuMeter(peers) as meter:
             p50, p99 = await latency([p.address for p in peers], args.latency_samples, "all", samples)
@@ -207,6 +234,7 @@ async def three_peers(root, args):
         line(f"3 peers rf=3, ack=all, batch {args.batch} x {args.in_flight} in flight", rate, "events/s",
              ">= 25,000", rate >= 25_000)
         print(cpu, flush=True)
+        print_disk_floor(root)
         p50, p99 = await latency(addresses, args.latency_samples, "all")
         line("3 peers rf=3, ack=all, single append latency p50", p50, "ms", "< 2 ms", p50 < 2)
         line("3 peers rf=3, ack=all, single append latency p99", p99, "ms", "< 10 ms", p99 < 10)
