@@ -3,13 +3,24 @@
 Each queued event is sent at most `transmit_limit` times (the caller passes
 `Config.retransmit_limit(N)`, lambda * ceil(log10(N + 1)), so an update reaches every peer
 with high probability while the cost per message stays constant). Each message takes up to
-`count_max` events, least-sent first and, among equally sent ones, newest first: fresh
-news spreads fastest, and an event that has been sent often is the likeliest to be known.
+`count_max` events: first by tier, then least-sent first and, among equally sent ones,
+newest first: fresh news spreads fastest, and an event that has been sent often is the
+likeliest to be known.
 
-A heap ordered by (transmits, -sequence) gives the next events in O(k log Q). The queue is
-bounded: past `queue_events_max` it keeps the best three quarters (anti-entropy of the
-`$topology` stream repairs whatever gossip drops). The same event (by digest) queued twice
-is one entry.
+Tiers: membership changes (a join, a leave, a failure, the mesh shape, an election; tier
+`CHANGE_TIER`) go before liveness refreshes (suspect and alive; `REFRESH_TIER`). Under
+message loss every peer's probes fail now and then, and the resulting suspect/refute pairs
+(about 15 new events per period in a 1000-peer mesh at 10% loss, each owed
+`transmit_limit` sends by every peer) outnumbered the piggyback slots many times over: a
+leave waited behind them and took ~20 periods to reach everyone instead of ~10. A refresh
+needs gossip less: the suspecter sends its suspicion to the suspect, the suspect answers
+it with its refutation directly, and the other peers wait twice the suspicion timeout,
+time enough for anti-entropy of `$topology` to bring the refutation.
+
+A heap ordered by (tier, transmits, -sequence) gives the next events in O(k log Q). The
+queue is bounded: past `queue_events_max` it keeps the best three quarters (anti-entropy of
+the `$topology` stream repairs whatever gossip drops). The same event (by digest) queued
+twice is one entry.
 
 Two helpers for the other ways membership moves topology events: `chunk_events` splits a
 join snapshot into bounded messages, and `Cooldown` lets a repair message go to a peer at
@@ -21,8 +32,16 @@ from __future__ import annotations
 import heapq
 
 from meshstream.envelope import Event
+from topology.events import MemberAlive, MemberSuspect, TopologyFact
 
 QUEUE_EVENTS_MAX = 2048  # a 1000-peer mesh joining at once still fits; ~300 KiB of envelopes
+CHANGE_TIER = 0  # joins, leaves, failures, mesh shape, elections: sent first
+REFRESH_TIER = 1  # suspect / alive: sent with the slots the changes leave
+
+
+def tier_of(fact: TopologyFact) -> int:
+    """The piggyback tier of a topology fact (see the module docstring)."""
+    return REFRESH_TIER if isinstance(fact, (MemberSuspect, MemberAlive)) else CHANGE_TIER
 
 
 class BroadcastQueue:
@@ -31,19 +50,20 @@ class BroadcastQueue:
     def __init__(self, queue_events_max: int = QUEUE_EVENTS_MAX) -> None:
         assert queue_events_max >= 4, queue_events_max
         self._queue_events_max = queue_events_max
-        self._heap: list[tuple[int, int, Event]] = []  # (transmits, -sequence, event)
+        self._heap: list[tuple[int, int, int, Event]] = []  # (tier, transmits, -sequence, event)
         self._queued: set[bytes] = set()  # digests in the heap
         self._sequence = 0
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def push(self, event: Event) -> None:
-        """Queue `event` (no-op if it is already queued)."""
+    def push(self, event: Event, tier: int = CHANGE_TIER) -> None:
+        """Queue `event` in `tier` (no-op if it is already queued)."""
+        assert tier in (CHANGE_TIER, REFRESH_TIER), tier
         if event.digest in self._queued:
             return
         self._sequence += 1
-        heapq.heappush(self._heap, (0, -self._sequence, event))
+        heapq.heappush(self._heap, (tier, 0, -self._sequence, event))
         self._queued.add(event.digest)
         if len(self._heap) > self._queue_events_max:
             self._trim()
@@ -51,25 +71,30 @@ class BroadcastQueue:
     def take(self, count_max: int, transmit_limit: int) -> tuple[Event, ...]:
         """Up to `count_max` events for one message, counting this transmission."""
         assert transmit_limit >= 1, transmit_limit
-        taken: list[tuple[int, int, Event]] = []
+        taken: list[tuple[int, int, int, Event]] = []
         while self._heap and len(taken) < count_max:
             taken.append(heapq.heappop(self._heap))
-        for transmits, negative_sequence, event in taken:
+        for tier, transmits, negative_sequence, event in taken:
             if transmits + 1 < transmit_limit:
-                heapq.heappush(self._heap, (transmits + 1, negative_sequence, event))
+                heapq.heappush(self._heap, (tier, transmits + 1, negative_sequence, event))
             else:
                 self._queued.discard(event.digest)
-        return tuple(event for _, _, event in taken)
+        return tuple(entry[3] for entry in taken)
 
     def transmits(self) -> dict[bytes, int]:
         """Digest -> times sent, for tests and status pages."""
-        return {event.digest: transmits for transmits, _, event in self._heap}
+        return {event.digest: transmits for _, transmits, _, event in self._heap}
+
+    def tier_counts(self) -> tuple[int, int]:
+        """(changes, refreshes) queued, for tests and benches."""
+        changes = sum(1 for entry in self._heap if entry[0] == CHANGE_TIER)
+        return changes, len(self._heap) - changes
 
     def _trim(self) -> None:
         keep = heapq.nsmallest(self._queue_events_max * 3 // 4, self._heap)
         self._heap = keep
         heapq.heapify(self._heap)
-        self._queued = {event.digest for _, _, event in keep}
+        self._queued = {entry[3].digest for entry in keep}
 
 
 def chunk_events(events: list[Event], events_max: int, bytes_max: int) -> list[tuple[tuple[Event, ...], bool]]:

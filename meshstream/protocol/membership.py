@@ -16,7 +16,9 @@ How it works (SWIM, with Lifeguard's habit of trusting refutation over timers):
   `MemberAlive(us, i + 1)`; seeing ourselves `left` while not leaving (a restart with a lost
   store), we rejoin with `MemberJoined(us, address, i + 1)`.
 - Results are topology facts published through the host. Topology events spread by
-  piggybacking (`BroadcastQueue`) on every Ping, Ack and PingReq; the host tells us of every
+  piggybacking (`BroadcastQueue`: membership changes before suspect/alive) on every Ping,
+  Ack and PingReq and, as memberlist does, on a `Gossip` to `GOSSIP_FANOUT` random live
+  peers each period while anything is queued; the host tells us of every
   new topology event through `broadcast()`, which queues it and notes it for the
   bookkeeping (timers, refutation, probe order) done at the next entry point, where `now`
   is known. `next_deadline()` returns that `now` while such work is pending.
@@ -49,25 +51,23 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
-from typing import Protocol
-
 from meshstream.config import Config
 from meshstream.envelope import Event
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
-from meshstream.protocol.broadcast import BroadcastQueue, Cooldown, chunk_events
+from meshstream.protocol.broadcast import BroadcastQueue, Cooldown, chunk_events, tier_of
 from meshstream.protocol.effects import Effect, Journal, Send, SendTo
-from meshstream.protocol.membership_state import (BACKUP_DECLARE_FACTOR, Probe, ProbeOrder, Relay, Suspicion,
-                                                  failed_events_about, starved)
+from meshstream.protocol.membership_state import (BACKUP_DECLARE_FACTOR, MembershipHost, Probe, ProbeOrder, Relay,
+                                                  Suspicion, failed_events_about, sample_peers, starved)
 from meshstream.wire import membership_messages as wire
 from meshstream.wire.membership_messages import Ack, Gossip, Join, JoinReply, Ping, PingReq, WhoAreYou
 from topology.events import (MemberAlive, MemberFailed, MemberJoined, MemberLeft, MemberSuspect, MeshConfigured,
                              TopologyFact, fact_of)
-from topology.fold import TopologyState
 
 JOIN_RETRY_PERIODS = 2  # a seed that has not answered in two probe periods is asked again
 # Peers that only know each other as seeds, none configured, would wait for each other
 # forever: after this many periods unconfigured, a joiner configures the mesh itself.
 CONFIGURE_ALONE_PERIODS = 5 * JOIN_RETRY_PERIODS
+GOSSIP_FANOUT = 2  # peers sent a Gossip of queued events each period, beside the probe (memberlist: 3)
 JOIN_PUSH_PEERS_MAX = 32  # a seed hands each new join to this many members at once (see _push_join)
 JOINERS_WAITING_MAX = 1024  # Joins held by a joining peer until it knows the mesh shape
 RELAYS_MAX = 1024  # indirect pings in flight for others; beyond this PingReqs are ignored
@@ -76,18 +76,6 @@ STARVED_GRACE_FRACTION = 0.5  # of probe_timeout_s: a tick this late was starved
 DEAD_PROBE_PERIODS = 5  # every 5th period also ping one failed peer: heals need a first contact
 SYNC_COOLDOWN_PERIODS = 3  # per peer: at most one WhoAreYou / "you were declared failed" per 3 periods
 SYNC_PEERS_MAX = 1024  # peers remembered for that cooldown
-
-
-class MembershipHost(Protocol):
-    """What membership needs from the node (see the contracts)."""
-
-    def topology_view(self) -> TopologyState: ...
-
-    def topology_events(self) -> Sequence[Event]: ...
-
-    def publish_fact(self, fact: TopologyFact, now: float) -> tuple[Event, list[Effect]]: ...
-
-    def absorb_topology(self, events: Sequence[Event], now: float) -> tuple[list[Event], list[Effect]]: ...
 
 
 class Membership:
@@ -133,7 +121,7 @@ class Membership:
         """Piggyback this new topology event, and note it for timers and refutation."""
         fact = fact_of(event)
         if not self._quiet:
-            self._queue.push(event)
+            self._queue.push(event, tier_of(fact))
         self._pending.append(fact)
         if isinstance(fact, (MemberJoined, MemberAlive)) and fact.peer == self.name:
             current = None if self._self_event is None else fact_of(self._self_event)
@@ -239,9 +227,8 @@ class Membership:
         effects = list(published)
         self._leaving = True
         self._probe, self._period_end, self._join_retry_at = None, None, None
-        others = [peer for peer in self._host.topology_view().live_peers() if peer != self.name]
-        for peer in self._rng.sample(others, min(LEAVE_NOTIFY_PEERS_MAX, len(others))):
-            effects.append(Send(peer, Gossip((event,))))
+        others = sample_peers(self._rng, self._host.topology_view().live_peers(), LEAVE_NOTIFY_PEERS_MAX, (self.name,))
+        effects += [Send(peer, Gossip((event,))) for peer in others]
         effects.append(Journal("left", f"{self.name} left the mesh (incarnation {self.incarnation})"))
         return effects
 
@@ -315,8 +302,8 @@ class Membership:
         small mesh knows it one round trip after we do, and a large mesh's gossip starts
         from that many peers at once.
         """
-        others = [peer for peer in self._host.topology_view().live_peers() if peer not in (self.name, joiner)]
-        chosen = others if len(others) <= JOIN_PUSH_PEERS_MAX else self._rng.sample(others, JOIN_PUSH_PEERS_MAX)
+        chosen = sample_peers(self._rng, self._host.topology_view().live_peers(), JOIN_PUSH_PEERS_MAX,
+                              (self.name, joiner))
         return [Send(peer, Gossip((event,))) for peer in chosen]
 
     def _send_snapshot(self, peer: str, address: str) -> list[Effect]:
@@ -407,7 +394,7 @@ class Membership:
             self._probe = None
             following = self._period_end + self.config.probe_interval_s
             self._period_end = following if following > now else now + self.config.probe_interval_s
-            effects += self._start_probe(now)
+            effects += self._start_probe(now) + self._fan_out()
             self._periods += 1
             if self._periods % DEAD_PROBE_PERIODS == 0:
                 effects += self._probe_the_dead()
@@ -434,6 +421,14 @@ class Membership:
             self._scan(now)  # once a round: a safety net should a broadcast() ever be missed
         return target
 
+    def _fan_out(self) -> list[Effect]:
+        """memberlist's gossip: push queued events to `GOSSIP_FANOUT` random live peers."""
+        if not len(self._queue):
+            return []
+        chosen = sample_peers(self._rng, self._host.topology_view().live_peers(), GOSSIP_FANOUT, (self.name,))
+        sends = [(peer, self._gossip()) for peer in chosen]
+        return [Send(peer, Gossip(events)) for peer, events in sends if events]
+
     def _notify_suspects(self) -> list[Effect]:
         """Lifeguard's buddy idea: tell a peer we suspect so directly, so it refutes in time."""
         return [
@@ -452,8 +447,8 @@ class Membership:
         return [Send(target, Ping(self._next_seq(), target, self.address, ()))]
 
     def _send_ping_reqs(self, probe: Probe) -> list[Effect]:
-        helpers = [peer for peer in self._host.topology_view().live_peers() if peer not in (self.name, probe.target)]
-        chosen = self._rng.sample(helpers, min(self.config.indirect_probes, len(helpers)))
+        live = self._host.topology_view().live_peers()
+        chosen = sample_peers(self._rng, live, self.config.indirect_probes, (self.name, probe.target))
         return [Send(peer, PingReq(probe.seq, probe.target, self.address, self._gossip())) for peer in chosen]
 
     def _suspect(self, probe: Probe, now: float) -> list[Effect]:

@@ -1,5 +1,5 @@
-"""The per-probe, per-suspicion and per-relay records that `membership` keeps, and its
-probe order.
+"""The per-probe, per-suspicion and per-relay records that `membership` keeps, its probe
+order, the host contract (`MembershipHost`) and small helpers.
 
 Plain slotted dataclasses and one small class, apart so that the SWIM logic in
 `membership` stays one module.
@@ -10,11 +10,26 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from meshstream.envelope import Event
-from topology.events import MemberFailed, fact_of
+from meshstream.protocol.effects import Effect
+from topology.events import MemberFailed, TopologyFact, fact_of
+from topology.fold import TopologyState
 
 BACKUP_DECLARE_FACTOR = 2.0  # non-suspecters declare a failure only after twice the timeout
+
+
+class MembershipHost(Protocol):
+    """What membership needs from the node (see the contracts)."""
+
+    def topology_view(self) -> TopologyState: ...
+
+    def topology_events(self) -> Sequence[Event]: ...
+
+    def publish_fact(self, fact: TopologyFact, now: float) -> tuple[Event, list[Effect]]: ...
+
+    def absorb_topology(self, events: Sequence[Event], now: float) -> tuple[list[Event], list[Effect]]: ...
 
 
 @dataclass(slots=True)
@@ -99,6 +114,12 @@ def starved(probe: Probe, due: float, now: float, grace_s: float) -> bool:
         return False
     probe.graces += 1
     return True
+
+
+def sample_peers(rng: random.Random, peers: Sequence[str], count: int, exclude: tuple[str, ...]) -> list[str]:
+    """Up to `count` of `peers` (sorted) but `exclude`, at random; all of them if that few."""
+    others = [peer for peer in peers if peer not in exclude]
+    return others if len(others) <= count else rng.sample(others, count)
 
 
 def failed_events_about(events: Sequence[Event], peer: str, incarnation: int, count_max: int) -> tuple[Event, ...]:
