@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
 from meshstream.wire.messages import ACK_LEVELS, AppendItem, Appended
-from meshstream.wire.schema import message, record
+from meshstream.wire.schema import EventBatch, message, record
 
 SHARD_DIGEST_BYTES = 16  # store.shard_digest's size; also the $topology digest
 TOPOLOGY_HOLES_MAX = 4096  # dots named as lacking in one pull; beyond, the vector is lowered
@@ -87,7 +87,7 @@ class ForwardReply:
 @dataclass(frozen=True, slots=True)
 class Replicate:
     push_id: int  # chosen by the master; echoed in ReplicateAck
-    events: tuple[Event, ...]
+    events: EventBatch  # a tuple[Event, ...], decoded in one pass
 
 
 @message(43)

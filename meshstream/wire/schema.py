@@ -7,8 +7,10 @@ against its annotation and raises RemoteProtocolError for anything else, so prot
 only ever sees well-typed values.
 
 Supported annotations: `int`, `float`, `bool`, `str`, `bytes`, `X | None`, `tuple[X, ...]`,
-`dict[str, X]`, `Dot`, `VersionVector`, `Event` (carried as its envelope and digest-checked)
-and nested `@record` dataclasses (encoded as arrays). Every collection is bounded by
+`dict[str, X]`, `Dot`, `VersionVector`, `Event` (carried as its envelope and digest-checked),
+`EventBatch` (a `tuple[Event, ...]` of data events, checked and decoded in one pass by
+`envelope_batch.decode_envelopes`, with no cache: the same values) and nested `@record`
+dataclasses (encoded as arrays). Every collection is bounded by
 `COLLECTION_ITEMS_MAX`; the frame size limit bounds the rest.
 
 Kind ranges: 1-19 session and client API, 20-39 membership, 40-79 replication.
@@ -27,6 +29,7 @@ from meshstream.cbor import dumps, loads_strict
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event, decode_event
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
+from meshstream.wire.envelope_batch import decode_envelopes
 
 COLLECTION_ITEMS_MAX = 100_000  # items in one list or map field of one message
 DECODED_EVENTS_MAX = 16_384  # envelopes remembered decoded (wire only): at most 16 MiB
@@ -35,6 +38,11 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 Encoder = Callable[[Any], Any]
 Decoder = Callable[[Any], Any]
+# A field of freshly written data events (a master's eager push): each replica decodes
+# each of them once, so the whole list is decoded in one pass (~3.5 us an event instead of
+# ~7, `decode_envelopes`) rather than one by one through the cache that gossip's repeats
+# of small topology events want.
+EventBatch = typing.Annotated[tuple[Event, ...], "decode in one pass"]
 
 MESSAGE_KINDS: dict[int, type] = {}
 _CODECS: dict[type, tuple[list[Encoder], list[Decoder]]] = {}
@@ -184,7 +192,7 @@ def _shell_builds(cls: type) -> bool:
 
 
 def _compile_fields(cls: type) -> tuple[list[Encoder], list[Decoder]]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # EventBatch is Annotated
     pairs = [_codec_for(hints[f.name], f"{cls.__name__}.{f.name}") for f in dataclasses.fields(cls)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
@@ -208,6 +216,9 @@ def _scalar(kind: type, where: str) -> Decoder:
 
 def _codec_for(hint: Any, where: str) -> tuple[Encoder, Decoder]:
     origin = typing.get_origin(hint)
+    if hint == EventBatch:
+        return _event_batch_codec(where)
+    assert origin is not typing.Annotated, f"{where}: unsupported annotation {hint!r}"
     if hint in (int, float, bool, str, bytes):
         return _identity, _scalar(hint, where)
     if origin in (typing.Union, types.UnionType):
@@ -305,6 +316,18 @@ def _decode_small_event(envelope: bytes) -> Event:
     # join snapshots), and a simulator runs hundreds of peers in one process: the same
     # bytes always decode to the same immutable Event. Errors are not cached.
     return decode_event(envelope)
+
+
+def _event_batch_codec(where: str) -> tuple[Encoder, Decoder]:
+    def decode(value: Any) -> tuple:
+        if not isinstance(value, list) or len(value) > COLLECTION_ITEMS_MAX:
+            raise RemoteProtocolError(f"{where} must be a list of at most {COLLECTION_ITEMS_MAX} items")
+        for envelope in value:
+            if type(envelope) is not bytes:
+                raise RemoteProtocolError(f"{where} must hold event envelopes")
+        return tuple(decode_envelopes(value))
+
+    return (lambda v: [event.envelope for event in v]), decode
 
 
 def _record_codec(cls: type) -> tuple[Encoder, Decoder]:
