@@ -57,11 +57,20 @@ def test_kept_hashes_give_the_same_batch_and_are_taken(store):
     incoming = run_of("s", "n1", 21, 50) + run_of("s", "n2", 1, 30, b"j")
     assert all(store.unheld(incoming))
     assert len(store._key_hashes) == 80
-    results = store.append_batch(incoming, on_conflict="resolve")
+    store.append_batch(incoming, on_conflict="resolve")
     assert not store._key_hashes  # each taken by prepare_batch
     assert store.event_count("s") == 100
     for event in incoming:
         assert store.get("s", event.key) == event
+
+
+def test_absent_keys_says_true_only_for_keys_the_store_lacks(store):
+    held = run_of("s", "n1", 1, 10)
+    store.append_batch(held)
+    keys = [held[0].key, b"new", held[9].key, b"k11"]
+    assert store.absent_keys("s", keys) == [False, True, False, True]
+    assert store.absent_keys("t", keys) == [True] * 4  # another stream: other hashes
+    assert store._key_hashes[("s", b"new")] == base.key_hash("s", b"new")
 
 
 def test_kept_hashes_are_bounded(store, monkeypatch):

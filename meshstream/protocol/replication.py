@@ -212,10 +212,12 @@ class Writes:
         resolved: list = []
         seen: dict[bytes, tuple[AppendItem, tuple]] = {}
         pending_keys, stored = self.pending_keys, self.node.store.get
-        for item in items:
+        absent_keys = getattr(self.node.store, "absent_keys", None)  # bulk: one hash a key, no lookup
+        absent = absent_keys(stream, [item.key for item in items]) if absent_keys else [False] * len(items)
+        for item, surely_new in zip(items, absent):
             metadata = normalize_metadata(tuple(item.metadata.items())) if item.metadata else ()
             existing = pending_keys.get((stream, item.key))
-            if existing is None:
+            if existing is None and not surely_new:
                 try:
                     existing = stored(stream, item.key)
                 except CorruptRecord:

@@ -114,9 +114,8 @@ class IndexedStore:
         self._scrub_next = 0
         self._stream_hashes: dict[int, int] = {}
         self._shard_xors: dict[int, list[int]] = {}
-        # id(event) -> (event, its key hash), from `unheld`, taken by prepare_batch: the
-        # entry holds the event, so its id cannot be reused while the entry lives.
-        self._key_hashes: dict[int, tuple[Event, int]] = {}
+        # natural key -> its key hash, from `unheld` and `absent_keys`, taken by prepare_batch
+        self._key_hashes: dict[tuple[str, bytes], int] = {}
 
     # -- subclass hooks --
     def _load_many(self, rids: Sequence[int]) -> list[Event | CorruptRecord]:
@@ -223,8 +222,23 @@ class IndexedStore:
             hashed = from_bytes(blake(prefix + event.key).digest(length=8), "little")  # index.key_hash
             new = dot.counter > held and not key_known(hashed)
             if new:
-                kept[id(event)] = (event, hashed)
+                kept[name, event.key] = hashed
             result.append(new)
+        return result
+
+    def absent_keys(self, stream: str, keys: Sequence[bytes]) -> list[bool]:
+        """For each key, True when no record of the store has a natural key with its hash
+        (`get(stream, key)` would say None); False: it may (ask `get`). A master checks
+        each key of an append so; the hashes are kept for `prepare_batch`."""
+        kept, key_known, blake, from_bytes = self._key_hashes, self._index.keys.contains, _blake3, _from_bytes
+        if len(kept) + len(keys) > KEY_HASHES_KEPT_MAX:
+            kept.clear()
+        prefix = stream.encode("utf-8") + b"\x00"
+        result: list[bool] = []
+        for key in keys:
+            hashed = from_bytes(blake(prefix + key).digest(length=8), "little")  # index.key_hash
+            kept[stream, key] = hashed
+            result.append(not key_known(hashed))
         return result
 
     # -- writing --
@@ -267,10 +281,8 @@ class IndexedStore:
                 log = None if sid is None else streams[sid].logs.get(peer)
                 held = log.counters[-1] if log is not None and log.counters else 0
             counter = dot.counter
-            known = take(id(event), None) if take else None
-            if known is not None and known[0] is event:
-                hashed = known[1]
-            else:
+            hashed = take((name, event.key), None) if take else None
+            if hashed is None:
                 hashed = from_bytes(blake(prefix + event.key).digest(length=8), "little")  # index.key_hash
             if counter > top and counter > held and hashed not in by_hash and not key_known(hashed):
                 by_hash[hashed] = len(records)
