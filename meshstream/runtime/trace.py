@@ -24,6 +24,11 @@ _file = None
 ENABLED = bool(_DIRECTORY)
 
 
+def cpu_s() -> float:
+    """This thread's CPU seconds so far."""
+    return time.thread_time()
+
+
 def note(what: str) -> None:
     """One trace line (call only when ENABLED)."""
     global _file
