@@ -274,8 +274,11 @@ def main() -> None:
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
+        if args.profile_peer:
+            rig.profiled, rig.profiler = args.profile_peer, cProfile.Profile()
         wall = drive(rig, entry, frames, args.in_flight)
-        if profiler:
+        profiler = profiler or rig.profiler
+        if args.profile:
             profiler.disable()
         report(rig, len(frames) * args.batch, wall)
         if profiler and os.environ.get("PROFILE_OUT"):

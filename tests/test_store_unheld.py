@@ -133,3 +133,25 @@ def test_sort_incoming_matches_the_exact_checks(tmp_path, seed):
         assert peers[0]._losers == peers[1]._losers, f"seed={seed}"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_batch_of_several_streams_indexes_as_one_event_at_a_time(seed):
+    """add_events cuts a batch into its streams' runs (bulk where a run allows): the
+    indexes must end as they do when each event comes alone."""
+    rng = random.Random(seed)
+    runs = {name: run_of(name, "n1", 1, 40) for name in ("a", "b", "$topology")}
+    runs["b2"] = run_of("b", "n2", 1, 20, b"j")
+    batch = []
+    while any(runs.values()):
+        name = rng.choice(sorted(n for n in runs if runs[n]))
+        take = rng.randint(1, 12)
+        batch += runs[name][:take]
+        runs[name] = runs[name][take:]
+    together, alone = MemoryStore(), MemoryStore()
+    assert together.append_batch(batch) == [alone.append_batch([event])[0] for event in batch], f"seed={seed}"
+    for stream in ("a", "b", "$topology"):
+        assert together.read(stream, VersionVector(), 1000) == alone.read(stream, VersionVector(), 1000), f"seed={seed}"
+        assert together.version_vector(stream) == alone.version_vector(stream), f"seed={seed}"
+        assert together.event_count(stream) == alone.event_count(stream), f"seed={seed}"
+        assert together.shard_digest(1, 4) == alone.shard_digest(1, 4), f"seed={seed}"

@@ -360,9 +360,17 @@ class StoreIndex:
 
     def add_events(self, events: list[Event], hashes: list[int]) -> int:
         """`add_event` for each of `events` (none of whose keys or dots is held here);
-        returns the first rid. A batch of one (stream, peer) with consecutive counters
-        beyond the peer's log (a master's batch) is registered with bulk array extends;
-        anything else event by event (`_add_each`)."""
+        returns the first rid. Each stream's run (a group commit may take `$topology` events
+        with the data) of one peer's consecutive counters beyond its log (a master's batch)
+        is registered with bulk array extends; anything else event by event (`_add_each`)."""
+        first, streams = len(self.rid_state), list(map(_stream_of, events))
+        cuts = [at for at in range(1, len(events)) if streams[at] != streams[at - 1]] if streams.count(
+            streams[0] if streams else None) != len(streams) else []
+        for start, end in zip([0] + cuts, cuts + [len(events)]):
+            self._add_run(events[start:end], hashes[start:end])  # one stream
+        return first
+
+    def _add_run(self, events: list[Event], hashes: list[int]) -> int:
         count = len(events)
         if not count:
             return len(self.rid_state)
@@ -371,8 +379,7 @@ class StoreIndex:
         stream = self.stream(events[0].stream)
         log = None if stream is None else stream.logs.get(peer)
         if (counters[-1] - counters[0] != count - 1 or (log is not None and log.counters and log.counters[-1] >= counters[0])
-                or list(map(_peer_of, dots)).count(peer) != count or counters != list(range(counters[0], counters[-1] + 1))
-                or list(map(_stream_of, events)).count(events[0].stream) != count):
+                or list(map(_peer_of, dots)).count(peer) != count or counters != list(range(counters[0], counters[-1] + 1))):
             return self._add_each(events, hashes)
         stream = stream or self._stream_for(events[0].stream)
         first = len(self.rid_state)
