@@ -12,9 +12,10 @@ Each address gets two links, two lanes: membership messages (kinds 20-39: probes
 joins) travel on their own connection so that a probe never waits behind megabytes of
 replication traffic and a busy peer is not suspected for its backlog.
 
-A link that has failed for `LINK_IDLE_S` with nothing new to send ends; the next `send`
-starts it again. Messages that arrive on an outgoing connection are handed to `on_message`
-with the remote's name from its Hello, like those on incoming ones.
+A link that has never connected backs off at most `RECONNECT_BACKOFF_UNMET_MAX_S` (often a
+seed still starting). A link that has failed for `LINK_IDLE_S` with nothing new to send
+ends; the next `send` starts it again. Messages that arrive on an outgoing connection are
+handed to `on_message` with the remote's name from its Hello, like those on incoming ones.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ log = logging.getLogger("meshstream.links")
 
 RECONNECT_BACKOFF_MIN_S = 0.05  # loopback peers restart in well under a second
 RECONNECT_BACKOFF_MAX_S = 2.0  # a dead peer costs one dial per ~2 s
+# A link that has never connected is most often a seed that is still starting (peers
+# started together: the seed may listen a second after its joiners). Doubling up to 2 s,
+# a joiner redialled it up to ~3 s after it listened, and a joiner that hears nothing from
+# its seeds for 10 probe periods configures the mesh itself (with 256 shards a storm of
+# master claims when 15 joiners do it at once): such a link keeps redialling every ~0.25 s.
+RECONNECT_BACKOFF_UNMET_MAX_S = 0.25
 CONNECT_TIMEOUT_S = 2.0
 LINK_IDLE_S = 30.0  # stop dialling an address nobody has sent to for this long
 LINKS_MAX = 4096  # addresses dialled at once; beyond this, sends are dropped
@@ -106,10 +113,13 @@ class PeerLinks:
 
     async def _run_link(self, link: _Link) -> None:
         backoff = RECONNECT_BACKOFF_MIN_S
+        ever_connected = False
         try:
             while True:
                 connected = await self._connect_once(link)
-                backoff = RECONNECT_BACKOFF_MIN_S if connected else min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
+                ever_connected = ever_connected or connected
+                cap = RECONNECT_BACKOFF_MAX_S if ever_connected else RECONNECT_BACKOFF_UNMET_MAX_S
+                backoff = RECONNECT_BACKOFF_MIN_S if connected else min(backoff * 2, cap)
                 if trio.current_time() - link.last_send > LINK_IDLE_S:
                     return
                 await trio.sleep(backoff * self._rng.uniform(0.5, 1.5))

@@ -1,0 +1,60 @@
+"""Outgoing peer links on loopback: a link to a peer that is not listening yet (a seed still
+starting) keeps redialling often, so a message queued early arrives soon after it listens."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import trio
+
+from meshstream.config import Config
+from meshstream.runtime import links as links_module
+from meshstream.runtime.links import PeerLinks
+from meshstream.runtime.transport import Connection, handshake, make_hello
+from meshstream.wire.membership_messages import WhoAreYou
+
+CONFIG = Config.preset("local")
+LATE_LISTEN_S = 1.5  # long enough for an uncapped doubling backoff to reach 0.8-1.6 s
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_a_link_that_never_connected_redials_a_late_listener_quickly():
+    assert links_module.RECONNECT_BACKOFF_UNMET_MAX_S <= 0.25
+    port = _unused_port()
+    received: list[tuple[float, object]] = []
+    got = trio.Event()
+
+    async def serve(stream):
+        session = await handshake(stream, make_hello("meshstream", "late", "peer", f"127.0.0.1:{port}"), CONFIG, None)
+        connection = Connection(stream, session, CONFIG, "test server")
+
+        def on_message(message):
+            received.append((trio.current_time(), message))
+            got.set()
+
+        await connection.run(on_message)
+
+    async with trio.open_nursery() as nursery:
+        links = PeerLinks(nursery, CONFIG, lambda: make_hello("meshstream", "early", "peer", "127.0.0.1:1"), None,
+                          lambda src, message: None, rng=random.Random(7))
+        message = WhoAreYou()
+        assert links.send(f"127.0.0.1:{port}", message)
+        await trio.sleep(LATE_LISTEN_S)
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+        listening_at = trio.current_time()
+        nursery.start_soon(trio.serve_listeners, serve, listeners)
+        with trio.fail_after(5):
+            await got.wait()
+        delay = received[0][0] - listening_at
+        # Capped at 0.25 s with +-50% jitter: the next dial comes within ~0.4 s (doubling
+        # uncapped it would be 0.8-2.4 s after a 1.5 s wait).
+        assert delay < 0.6, f"first message {delay:.2f} s after the peer listened"
+        assert received[0][1] == message
+        nursery.cancel_scope.cancel()
+
