@@ -6,10 +6,13 @@
 2. Three peers, replication factor 3, ack=all, same load (target 25,000/s).
 3. Three peers, ack=all, single-event appends one at a time: latency p50 (< 2 ms) and
    p99 (< 10 ms).
-`--part latency` runs 3 alone; `--part trace` runs it with `MESHSTREAM_TRACE` set for the
-peers (runtime/trace.py) and prints, per step of an append's path (client -> master ->
-replicas -> master -> client), its median time from the client's send, so where the
-time goes is read off one table.
+With MESHSTREAM_PROFILE=DIR the peers are profiled (cli.py) and, for each throughput run,
+their CPU per event is printed by function (cProfile slows them several times over: the
+rates are then not comparable, periodic work is overcounted per event). `--part latency`
+runs 3 alone; `--part trace` runs it with `MESHSTREAM_TRACE` set for the peers
+(runtime/trace.py) and prints, per step of an append's path (client -> master -> replicas
+-> master -> client), its median time from the client's send, so where the time goes is
+read off one table.
 Events carry 200 bytes of data. Each figure is printed beside its target, and beside each
 throughput the CPU it cost per event: each peer's (user + system, from /proc) and this
 client's, so a figure depressed by a busy machine can still be compared.
@@ -78,13 +81,49 @@ async def throughput(peers, events, batch, in_flight, ack):
                 await client.append_batch(f"bench", [make_item(DATA) for _ in range(size)], ack=ack)
                 done += size
 
+        await profile_mark(peers)
         start = time.perf_counter()
         with CpuMeter(peers) as meter:
             async with trio.open_nursery() as nursery:
                 for index in range(in_flight):
                     nursery.start_soon(worker, index)
         rate = per_task * in_flight / (time.perf_counter() - start)
+        await profile_mark(peers, per_task * in_flight)
         return rate, meter.line(per_task * in_flight)
+
+
+PROFILE_DIR = os.environ.get("MESHSTREAM_PROFILE", "")
+
+
+async def profile_mark(peers, events=0):
+    """With MESHSTREAM_PROFILE=DIR (inherited by the peers: cli.py), SIGUSR1 each peer so it
+    writes DIR/<name>.prof; after a measured run (`events` > 0) print where each peer's CPU
+    went, per event, by own time."""
+    if not PROFILE_DIR:
+        return
+    import pstats
+    import signal
+
+    paths = {p.name: os.path.join(PROFILE_DIR, f"{p.name}.prof") for p in peers}
+    before = {name: os.path.getmtime(path) if os.path.exists(path) else 0 for name, path in paths.items()}
+    for peer in peers:
+        peer.process.send_signal(signal.SIGUSR1)
+    await wait_until(lambda: _all_newer(paths, before), 30, "the peers' profiles")
+    if events:
+        for name, path in sorted(paths.items()):
+            stats = pstats.Stats(path)
+            print(f"    profile of {name} during the run: {stats.total_tt / events * 1e6:.1f} us of CPU per event; "
+                  f"functions by own time (us/event):")
+            rows = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:25]
+            for (file, line_no, function), (_, calls, own, cumulative, _) in rows:
+                where = f"{os.path.basename(file)}:{line_no}({function})"
+                print(f"      {own / events * 1e6:7.2f} own {cumulative / events * 1e6:8.2f} cum "
+                      f"{calls / events:8.3f} calls/event  {where}")
+
+
+async def _all_newer(paths, before):
+    await trio.sleep(0.1)
+    return all(os.path.exists(path) and os.path.getmtime(path) > before[name] for name, path in paths.items())
 
 
 async def latency(addresses, count, ack, windows=None):

@@ -11,8 +11,9 @@ is UTF-8 text, otherwise as `"data_base64"`; keys likewise as `"key"` (text) or
 (`peer:counter`) and `cursor` (the cursor to resume after it, `peer:counter,...`).
 
 `run` with `MESHSTREAM_PROFILE=DIR` in the environment profiles the peer with cProfile (in
-CPU time) and writes `DIR/<name>.prof` on exit and whenever the process gets SIGUSR1
-(benchmarks ask for a profile at a moment of their choosing, then SIGKILL).
+CPU time) and writes `DIR/<name>.prof` whenever the process gets SIGUSR1 and on exit, each
+time with what ran since the last write (benchmarks profile an interval of their choosing
+with two SIGUSR1s, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def _profiled(name: str, run: Any) -> None:
     def dump(*_: Any) -> None:
         profiler.disable()
         profiler.dump_stats(path)
+        profiler.clear()  # the next dump covers the time from this one on
         profiler.enable()
 
     signal.signal(signal.SIGUSR1, dump)
