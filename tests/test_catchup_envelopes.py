@@ -135,6 +135,15 @@ def test_wrong_digest_and_odd_envelope_shapes() -> None:
     _same([indefinite, envelope])
     _same([b"", envelope])
     _same([cbor2.dumps([body, digest, 1])])
+    larger = Event.seal_run("s", "n1", 0, VersionVector(), [(b"k", b"x" * 300, ())])[0].envelope
+    assert envelope[:2] == b"\x82\x58" and larger[:2] == b"\x82\x59"  # the two usual heads
+    for usual in (envelope, larger):
+        for cut in range(1, 40):  # cut short anywhere in or near the head
+            _same([usual[:cut], usual])
+        for change in (-1, 1, 40):  # a body length that does not fit the envelope
+            length = len(usual) - (37 if usual[1] == 0x58 else 38) + change
+            head = bytes([min(length, 255)]) if usual[1] == 0x58 else length.to_bytes(2, "big")
+            _same([usual[:2] + head + usual[2 + len(head):]])
 
 
 @settings(max_examples=300, deadline=None)

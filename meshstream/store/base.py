@@ -201,6 +201,7 @@ class IndexedStore:
         a system stream's events (the node keeps those apart: no hash is spent on them)."""
         index = self._index
         stream_ids, streams, key_known = index.stream_ids, index.streams, index.keys.contains
+        table, mask = index.keys.hashes, index.keys.mask  # an empty first slot: unknown (KeyIndex.contains)
         kept, blake, from_bytes = self._key_hashes, _blake3, _from_bytes
         if len(kept) + len(events) > KEY_HASHES_KEPT_MAX:
             kept.clear()  # some never reached a batch (a node that crashed in the simulator)
@@ -220,7 +221,7 @@ class IndexedStore:
                 result.append(False)
                 continue
             hashed = from_bytes(blake(prefix + event.key).digest(length=8), "little")  # index.key_hash
-            new = dot.counter > held and not key_known(hashed)
+            new = dot.counter > held and not (table[(hashed or 1) & mask] and key_known(hashed))
             if new:
                 kept[name, event.key] = hashed
             result.append(new)
@@ -261,6 +262,7 @@ class IndexedStore:
         prepared = Prepared()
         index = self._index
         stream_ids, streams, key_known = index.stream_ids, index.streams, index.keys.contains
+        table, mask = index.keys.hashes, index.keys.mask  # an empty first slot: unknown (KeyIndex.contains)
         records, hashes, by_hash, results = prepared.events, prepared.hashes, prepared.by_hash, prepared.results
         stored, blake, from_bytes = AppendResult.STORED, _blake3, _from_bytes
         kept = self._key_hashes
@@ -284,7 +286,8 @@ class IndexedStore:
             hashed = take((name, event.key), None) if take else None
             if hashed is None:
                 hashed = from_bytes(blake(prefix + event.key).digest(length=8), "little")  # index.key_hash
-            if counter > top and counter > held and hashed not in by_hash and not key_known(hashed):
+            if counter > top and counter > held and hashed not in by_hash and not (
+                    table[(hashed or 1) & mask] and key_known(hashed)):
                 by_hash[hashed] = len(records)
                 records.append(event)
                 hashes.append(hashed)

@@ -74,7 +74,16 @@ def decode_envelopes(envelopes: Sequence[bytes]) -> list[Event]:
     slow: dict[int, Event] = {}  # position -> event decoded by decode_event
     blake, split = _blake3, _split
     for position, envelope in enumerate(envelopes):
-        start, end = split(envelope)
+        # `_split` inline for the usual heads: a body of 24-255 bytes (0x58) or 256-65535 (0x59)
+        head = envelope[1] if type(envelope) is bytes and len(envelope) > 36 and envelope[0] == 0x82 else 0
+        if head == 0x58:
+            start, end = 3, 3 + envelope[2]
+        elif head == 0x59:
+            start, end = 4, 4 + ((envelope[2] << 8) | envelope[3])
+        else:
+            start = end = 0
+        if not (end and end + 2 + DIGEST_BYTES == len(envelope) and envelope.startswith(_DIGEST_MARK, end)):
+            start, end = split(envelope)
         if not end:
             slow[position] = decode_event(envelope)
             bodies.append(b"")
