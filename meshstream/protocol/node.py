@@ -396,7 +396,9 @@ class Node:
 
     def _deliver(self, fresh: list[Event], now: float) -> list[Effect]:
         by_stream: dict[str, list[Event]] = {}
-        for event in fresh:
+        if fresh and fresh[0].stream == fresh[-1].stream and all(e.stream == fresh[0].stream for e in fresh):
+            by_stream[fresh[0].stream] = fresh  # the usual batch: one stream
+        for event in fresh if not by_stream else ():
             by_stream.setdefault(event.stream, []).append(event)
         effects: list[Effect] = []
         for stream in sorted(by_stream):
