@@ -222,10 +222,10 @@ def print_trace(directory, names, samples):
             lines[name] = [(float(t), what) for t, what in (row.rstrip("\n").split(" ", 1) for row in file)]
     steps, ticks = {}, []
     for start, end in samples:
-        for name, rows in lines.items():
-            window = [(t, what) for t, what in rows if start <= t <= end]
-            role = "master" if any(what == "in AppendRequest" for _, what in window) else "replica"
+        windows = {name: [(t, what) for t, what in rows if start <= t <= end] for name, rows in lines.items()}
+        for name, window in windows.items():
             seen = {}
+            role = _role(windows, name)
             for t, what in window:
                 words = what.split()
                 if words[0] == "tick":
@@ -239,16 +239,27 @@ def print_trace(directory, names, samples):
                 steps.setdefault((role, f"{key} #{seen[key]}"), []).append((t - start) * 1e6)
     print(f"where an append's time goes: median us from the client's send ({len(samples)} appends; "
           f"a step seen in fewer than half of them is left out)")
-    rows = [(statistics.median(v), role, key, len(v)) for (role, key), v in steps.items()
-            if len(v) * (2 if role == "master" else 1) >= len(samples)]
+    rows = [(statistics.median(v), role, key, len(v)) for (role, key), v in steps.items() if 2 * len(v) >= len(samples)]
     for median, role, key, count in sorted(rows):
-        print(f"    {median:8.0f} us  {role:<8} {key:<32} (in {count})")
+        print(f"    {median:8.0f} us  {role:<11} {key:<30} (in {count})")
     total = statistics.median(end - start for start, end in samples) * 1e6
-    print(f"    {total:8.0f} us  client   reply received")
+    print(f"    {total:8.0f} us  client      reply received")
     if ticks:
         ticks.sort()
         print(f"    ticks during appends: {len(ticks)}, median {statistics.median(ticks):.3f} ms, "
               f"max {ticks[-1]:.3f} ms")
+
+
+def _role(windows, name):
+    """`master`, or `replica 1st` / `replica 2nd` by when each queued its ReplicateAck."""
+    def acked(rows):
+        return next((t for t, what in rows if what == "out ReplicateAck"), float("inf"))
+
+    if any(what == "in AppendRequest" for _, what in windows[name]):
+        return "master"
+    replicas = sorted((acked(rows), other) for other, rows in windows.items()
+                      if not any(what == "in AppendRequest" for _, what in rows))
+    return f"replica {('1st', '2nd', '3rd')[min(2, [other for _, other in replicas].index(name))]}"
 
 
 async def one_peer(root, args):

@@ -204,6 +204,10 @@ class Driver:
         while True:
             await self._persist_ready.wait()
             self._persist_ready = trio.Event()
+            # Yield once: the input that queued this Persist usually queued pushes to the
+            # replicas too, and their writers (woken with us) should reach the wire before
+            # we lay the batch out (an ack=all write waits for the replicas' fsyncs).
+            await trio.sleep(0)
             while self._pending_persists:
                 batch = self._take_batch()
                 self._committing = True
