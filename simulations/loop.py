@@ -5,6 +5,14 @@ due at the same instant run in the order they were scheduled, never in an order 
 depends on object identity or hashing. Simulated time only moves when the next action is
 popped; nothing reads a clock.
 
+The loop runs with Python's cyclic garbage collector paused: a simulated mesh is millions
+of long-lived objects (every peer's fold, log and store), and the automatic collector,
+triggered by allocations, rescanned them over and over (~15% of a 500-peer run) while the
+run makes almost no cyclic garbage (53 objects in 30 s of 500 peers). Reference counting
+still frees everything else at once; a full collection runs every `GC_EVERY_ACTIONS`
+actions instead, so a long run with crashed and departed peers (each a cycle of node
+parts) stays bounded. Collection never changes what a run does: the digest is the same.
+
 `Journal` records every send, delivery, drop and decision as one text line with its time.
 The trace digest is BLAKE3 over those lines, so one seed gives one digest byte for byte.
 Lines are hashed as they come and kept only when a trace file was asked for.
@@ -12,6 +20,7 @@ Lines are hashed as they come and kept only when a trace file was asked for.
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections.abc import Callable
 
@@ -19,6 +28,7 @@ import blake3
 
 Action = Callable[[], None]
 HASHED_LINES_BATCH = 256  # journal lines joined per hasher update
+GC_EVERY_ACTIONS = 1_000_000  # actions between full collections while the loop runs (~1 s each at 500 peers)
 
 
 class EventLoop:
@@ -29,6 +39,7 @@ class EventLoop:
         self._heap: list[tuple[float, int, Action]] = []
         self._seq = 0
         self.actions_run = 0
+        self._next_collection = GC_EVERY_ACTIONS
 
     def at(self, when: float, action: Action) -> None:
         """Run `action` at simulated time `when` (never earlier than now)."""
@@ -42,11 +53,20 @@ class EventLoop:
     def run_until(self, end: float) -> None:
         """Run every action due at or before `end`, then leave `now` at `end`."""
         heap = self._heap
-        while heap and heap[0][0] <= end:
-            when, _, action = heapq.heappop(heap)
-            self.now = when
-            self.actions_run += 1
-            action()
+        collecting = gc.isenabled()
+        gc.disable()  # see the module docstring
+        try:
+            while heap and heap[0][0] <= end:
+                when, _, action = heapq.heappop(heap)
+                self.now = when
+                self.actions_run += 1
+                action()
+                if self.actions_run >= self._next_collection:
+                    self._next_collection += GC_EVERY_ACTIONS
+                    gc.collect()
+        finally:
+            if collecting:
+                gc.enable()
         self.now = max(self.now, end)
 
     def pending(self) -> int:

@@ -151,3 +151,37 @@ def test_placement_view_matches_a_recount_of_every_peers_shards() -> None:
                 expected = frozenset(s for s in range(16) if name in placements[s])
                 assert placements == {s: state.replica_set(s) for s in range(16)}, f"seed={seed} step={step}"
                 assert view.shards_of(state, name) == expected, f"seed={seed} step={step} peer={name}"
+
+
+def test_the_loop_pauses_automatic_collection_and_collects_on_its_own_schedule(monkeypatch) -> None:
+    import gc
+
+    from simulations import loop as loop_module
+
+    monkeypatch.setattr(loop_module, "GC_EVERY_ACTIONS", 10)
+    collections: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    loop = loop_module.EventLoop()
+    seen: list[bool] = []
+    for step in range(25):
+        loop.at(step * 0.1, lambda: seen.append(gc.isenabled()))
+    was_enabled = gc.isenabled()
+    gc.callbacks.append(count)
+    try:
+        gc.enable()
+        loop.run_until(10.0)
+        assert gc.isenabled(), "the collector's state is restored after a run"
+        gc.disable()
+        loop.at(11.0, lambda: None)
+        loop.run_until(12.0)
+        assert not gc.isenabled(), "a collector paused by the caller stays paused"
+    finally:
+        gc.callbacks.remove(count)
+        if was_enabled:
+            gc.enable()
+    assert seen == [False] * 25, "actions run with automatic collection paused"
+    assert collections.count(2) == 2, f"a full collection every 10 actions (26 run): {collections}"
