@@ -14,6 +14,7 @@ best one. The best one claims as soon as anti-entropy catches it up.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping
 
 from topology.events import MasterElected
@@ -42,13 +43,13 @@ def claims(state: TopologyState, me: str, caught_up: Callable[[int], bool]) -> l
     return elections
 
 
-# A master keeps its shards while its load stays within 1.25x the mean per peer: balanced
-# enough for 0.8x linear write capacity, loose enough that noisy rate hints move nothing.
-LOAD_SLACK = 1.25
-# Masters above 1.1x the mean load are relieved: at 1.0 noise in the hints moved a few
-# shards on every recomputation; at 1.25 a 10-peer mesh stayed at 0.83x linear.
-RELIEVE_ABOVE_MEAN = 1.1
-RELIEVE_MOVES_MAX = 1024  # moves off the busiest master per computation (each lowers the spread)
+# Load balancing is a local search from the current masters (see `_load_balanced`): a
+# master above SHED_ABOVE_MEAN x the mean load per peer gives one busy shard to a replica
+# that ends at least MOVE_GAIN_MIN / 2 of that shard below the giver's load. 1.1: at 1.25
+# a 10-peer mesh sits at 0.8x linear; the margin, not this threshold, keeps noise from
+# moving shards (half a shard: a 1 event/s stream measured 10% off moves nothing).
+SHED_ABOVE_MEAN = 1.1
+MOVE_GAIN_MIN = 1.0  # a move lowers the sum of squared loads by >= this x its weight squared
 
 
 def master_cap(shards: int, peers: int) -> int:
@@ -58,44 +59,22 @@ def master_cap(shards: int, peers: int) -> int:
 
 def balanced_masters(state: TopologyState, exclude: frozenset[str] = frozenset(),
                      rates: Mapping[int, float] | None = None) -> dict[int, str]:
-    """Where each shard's master should be, balanced and sticky; a pure function of the view.
+    """Where each shard's master should be, balanced and sticky; a pure function of the
+    view and the rates (shard -> events/s, soft hints; none: every shard idle).
 
-    Every peer that computes it from the same view gets the same answer, so only the
-    current master of a shard acts on it and two peers never pull one shard both ways.
-    First pass, shards ascending: a live master that is in the shard's replica set keeps
-    the shard while it masters fewer than ceil(shards / peers). Second pass: each remaining
-    shard goes to its best-ranked replica below that cap, else to its least-loaded replica
-    (moving one of theirs aside when all its replicas are full, so the load exceeds the cap
-    only when that fails too). Peers in
-    `exclude` (a peer draining before it leaves) get nothing. Shards with no eligible
-    replica are left out. With `rates` (shard -> events/s, soft hints) the load is
-    balanced too: see `_load_balanced`.
+    Every peer that computes it from the same view and rates gets the same answer, so only
+    the current master of a shard acts on it and two peers never pull one shard both
+    ways. No peer gets more than `master_cap` shards unless every replica of a shard is
+    full and no shard can be moved aside; peers in `exclude` (a peer draining before it
+    leaves) get nothing; shards with no eligible replica are left out. Applying the answer
+    and asking again gives the same answer (see `_load_balanced`); with no rates it is the
+    count rule alone, so rates going idle move nothing.
     """
     shards = state.shards
     live = [p for p in state.live_peers() if p not in exclude]
     if shards is None or not live:
         return {}
-    cap = master_cap(shards, len(live)) - 1
-    if rates and any(rate > 0 for rate in rates.values()):
-        return _load_balanced(state, len(live), exclude, rates, cap)
-    load: dict[str, int] = {}
-    target: dict[int, str] = {}
-    pending: list[tuple[int, list[str]]] = []
-    for shard in range(shards):
-        replicas = [p for p in state.replica_set(shard) if p not in exclude]
-        current = state.live_master(shard)
-        if current is not None and current in replicas and load.get(current, 0) < cap:
-            target[shard] = current
-            load[current] = load.get(current, 0) + 1
-        elif replicas:
-            pending.append((shard, replicas))
-    replicas_of = {shard: replicas for shard, replicas in pending}
-    for shard, replicas in pending:
-        below = [p for p in replicas if load.get(p, 0) < cap]
-        chosen = below[0] if below else _make_room(state, shard, replicas, target, load, cap, exclude, replicas_of)
-        target[shard] = chosen
-        load[chosen] = load.get(chosen, 0) + 1
-    return target
+    return _load_balanced(state, len(live), exclude, rates or {}, master_cap(shards, len(live)) - 1)
 
 
 def _make_room(state: TopologyState, shard: int, replicas: list[str], target: dict[int, str], load: dict[str, int],
@@ -121,90 +100,130 @@ def _load_balanced(state: TopologyState, peers: int, exclude: frozenset[str], ra
                    cap: int) -> dict[int, str]:
     """`balanced_masters` weighing shards by their write rate, under the same count cap.
 
-    Busy shards first, heaviest first (ties by number): each goes to the least-loaded of
-    its replicas below the count cap (greedy largest-first), except that its current
-    master keeps it while that leaves the master within LOAD_SLACK x the mean load per
-    peer (sticky: rates are noisy hints, and a move costs a handover). Then
-    `_relieve_busiest` moves shards off masters above RELIEVE_ABOVE_MEAN x the mean. Idle
-    shards come last, bound by the count alone as without rates, so they
-    never take the count slots busy ones need. Hints that disagree between peers only
-    make a master move a shard another peer would not: the count cap and placement hold
-    whatever the rates say.
+    It settles by construction: it starts from the current masters and only ever makes
+    moves that lower the sum of squared loads by a margin, so applying its answer and
+    asking again gives the same answer (a fixed point), and on fixed rates every peer's
+    moves end.
+    1. The count rule: a live master in the shard's replica set keeps it while it masters
+       fewer than `master_cap` (busy shards first, so a master over the cap sheds idle
+       ones; then by number). The other shards, busiest first (ties by number), go to
+       their least-loaded replica below ceil(shards / peers) (an idle one to its
+       best-ranked), else below `master_cap`, else `_make_room`. Load moves may fill a
+       master up to `master_cap`, so keeping shards up to it is what makes the answer a
+       fixed point.
+    2. `_relieve`: while a master's load exceeds SHED_ABOVE_MEAN x the mean per peer, it
+       gives a busy shard to a replica below the count cap (or one that passes an idle
+       shard on to make room) that ends at least half that shard below the giver's load.
+       The receiver then cannot give it back unless the rates moved by half a shard, so
+       noise in the hints moves nothing, and each move lowers the sum of squared loads by
+       at least the shard's weight squared: the moves end.
+    Hints that disagree between peers only make a master move a shard another peer would
+    not: the count cap and placement hold whatever the rates say.
     """
     weights = [max(0.0, float(rates.get(shard, 0.0))) for shard in range(state.shards or 0)]
-    limit = LOAD_SLACK * sum(weights) / peers
+    replicas_of = {shard: [p for p in state.replica_set(shard) if p not in exclude] for shard in range(len(weights))}
     count: dict[str, int] = {}
     load: dict[str, float] = {}
     target: dict[int, str] = {}
-    replicas_of = {shard: [p for p in state.replica_set(shard) if p not in exclude] for shard in range(len(weights))}
-    for shard in sorted((s for s in range(len(weights)) if weights[s] > 0), key=lambda s: (-weights[s], s)):
-        replicas, current, weight = replicas_of[shard], state.live_master(shard), weights[shard]
-        below = [p for p in replicas if count.get(p, 0) < cap]
-        if not below:
-            if replicas:
-                _assign(target, count, load, shard,
-                        _make_room(state, shard, replicas, target, count, cap, exclude, replicas_of), weight)
-                load.clear()
-                load.update(_loads(target, weights))
-            continue
-        chosen = min(below, key=lambda p: (load.get(p, 0.0), replicas.index(p)))
-        if current in below and load.get(current, 0.0) + weight <= max(limit, load.get(chosen, 0.0) + weight):
-            chosen = current
+    pending = []
+    for shard in sorted(range(len(weights)), key=lambda s: (weights[s] <= 0, s)):  # over the cap: idle ones go
+        replicas, current = replicas_of[shard], state.live_master(shard)
+        if current is not None and current in replicas and count.get(current, 0) < cap + 1:
+            _assign(target, count, load, shard, current, weights[shard])
+        elif replicas:
+            pending.append(shard)
+    for shard in sorted(pending, key=lambda s: (-weights[s], s)):
+        replicas, weight = replicas_of[shard], weights[shard]
+        below = [p for p in replicas if count.get(p, 0) < cap] or [p for p in replicas if count.get(p, 0) < cap + 1]
+        if below:
+            chosen = min(below, key=lambda p: (load.get(p, 0.0) if weight > 0 else 0.0, replicas.index(p)))
+        else:
+            chosen = _make_room(state, shard, replicas, target, count, cap, exclude, replicas_of)
+            load.clear()
+            load.update(_loads(target, weights))
         _assign(target, count, load, shard, chosen, weight)
-    _relieve_busiest(target, count, load, weights, replicas_of, cap, limit / LOAD_SLACK * RELIEVE_ABOVE_MEAN)
-    _place_idle(state, target, count, load, weights, replicas_of, cap, exclude)
+    moved = frozenset(p for s, p in target.items() if p != state.live_master(s)) | frozenset(
+        p for s in target if (p := state.live_master(s)) is not None and p != target[s])
+    _relieve(target, count, load, weights, replicas_of, cap + 1, SHED_ABOVE_MEAN * sum(weights) / peers, moved)
     return target
 
 
-def _place_idle(state: TopologyState, target: dict[int, str], count: dict[str, int], load: dict[str, float],
-                weights: list[float], replicas_of: dict[int, list[str]], cap: int, exclude: frozenset[str]) -> None:
-    """Idle shards by the count alone, sticky, as `balanced_masters` without rates."""
-    pending = []
-    for shard in (s for s in range(len(weights)) if weights[s] <= 0):
-        replicas, current = replicas_of[shard], state.live_master(shard)
-        if current is not None and current in replicas and count.get(current, 0) < cap:
-            _assign(target, count, load, shard, current, 0.0)
-        elif replicas:
-            pending.append(shard)
-    for shard in pending:
-        replicas = replicas_of[shard]
-        below = [p for p in replicas if count.get(p, 0) < cap]
-        chosen = below[0] if below else _make_room(state, shard, replicas, target, count, cap, exclude, replicas_of,
-                                                   lambda other: weights[other] <= 0)  # busy ones stay put
-        _assign(target, count, load, shard, chosen, 0.0)
-
-
-def _relieve_busiest(target: dict[int, str], count: dict[str, int], load: dict[str, float], weights: list[float],
-                     replicas_of: dict[int, list[str]], cap: int, limit: float) -> None:
-    """While a master is loaded beyond `limit`, move one of its shards to a replica below
-    the count cap that ends at least half that shard below the master's load (the busiest
-    masters first; every move lowers the sum of squared loads, so this ends; bounded)."""
-    for _ in range(RELIEVE_MOVES_MAX):
-        move = None
-        for busy in sorted((p for p in load if load[p] > limit), key=lambda p: (-load[p], p)):
-            move = _best_move(busy, target, count, load, weights, replicas_of, cap)
-            if move is not None:
-                break
+def _relieve(target: dict[int, str], count: dict[str, int], load: dict[str, float], weights: list[float],
+             replicas_of: dict[int, list[str]], cap: int, high: float, busy_peers: frozenset[str]) -> None:
+    """One round of load moves: each master loaded beyond `high` (the busiest first, ties
+    by name) makes its best move (`_best_move`) among peers no other move of the round
+    involves (nor a count move: `busy_peers`). Moves of one round share no peer, so each
+    is as good alone as with the others and any of them may happen first or not at all;
+    the next round is computed on the view they leave. When the best move needs the
+    receiver to pass a shard on first, only that pass is in this round."""
+    used = set(busy_peers)
+    owned: dict[str, list[int]] = {}
+    for shard in sorted(target):
+        owned.setdefault(target[shard], []).append(shard)
+    for busy in sorted((p for p in load if load[p] > high and p not in busy_peers), key=lambda p: (-load[p], p)):
+        if busy in used:
+            continue
+        move = _best_move(busy, owned, count, load, weights, replicas_of, cap, used)
         if move is None:
-            return
-        shard, peer = move
-        source = target[shard]
-        count[source] -= 1
-        load[source] -= weights[shard]
-        _assign(target, count, load, shard, peer, weights[shard])
+            continue
+        shard, peer, aside = move
+        used.update((busy, peer))
+        if aside is not None:
+            other, to = aside
+            used.add(to)
+            shard, peer = other, to
+        _move(target, count, load, owned, weights, shard, peer)
 
 
-def _best_move(busy: str, target: dict[int, str], count: dict[str, int], load: dict[str, float], weights: list[float],
-               replicas_of: dict[int, list[str]], cap: int) -> tuple[int, str] | None:
-    best: tuple[float, int, str] | None = None
-    for shard in sorted(s for s, p in target.items() if p == busy):
-        for peer in replicas_of[shard]:
-            after = load.get(peer, 0.0) + weights[shard]
-            # The receiver must end half a shard below the giver: noise in the rates cannot swing a move back.
-            if peer != busy and count.get(peer, 0) < cap and after + weights[shard] / 2 <= load[busy] \
-                    and (best is None or after < best[0]):
-                best = (after, shard, peer)
-    return None if best is None else (best[1], best[2])
+def _move(target: dict[int, str], count: dict[str, int], load: dict[str, float], owned: dict[str, list[int]],
+          weights: list[float], shard: int, peer: str) -> None:
+    source = target[shard]
+    count[source] -= 1
+    load[source] -= weights[shard]
+    owned[source].remove(shard)
+    bisect.insort(owned.setdefault(peer, []), shard)
+    _assign(target, count, load, shard, peer, weights[shard])
+
+
+Move = tuple[int, str, "tuple[int, str] | None"]
+
+
+def _best_move(busy: str, owned: dict[str, list[int]], count: dict[str, int], load: dict[str, float],
+               weights: list[float], replicas_of: dict[int, list[str]], cap: int, used: set[str]) -> Move | None:
+    """The move of one of `busy`'s busy shards to another of its replicas not in `used`, as
+    (shard, receiver, (a shard the receiver passes on first, to whom) or None). A plain
+    move must lower the sum of squared loads by at least the shard's weight squared: the
+    receiver ends half a shard below the giver, so rates that moved by less cannot swing
+    it back. A receiver at the count cap may pass on an idle shard, or a busy one that
+    would be such a move by itself, to a third peer with room, when the two moves together
+    make such a gain. Best: the lowest resulting load among the peers involved, then a
+    plain move, then the lower shard, then the better-ranked peers."""
+    best: tuple[tuple, Move] | None = None
+    for shard in (s for s in owned.get(busy, ()) if weights[s] > 0):
+        weight, giver_after = weights[shard], load[busy] - weights[shard]
+        for index, peer in enumerate(replicas_of[shard]):
+            if peer == busy or peer in used:
+                continue
+            theirs = owned.get(peer, ())
+            here = load.get(peer, 0.0)
+            options: list[tuple[int, str] | None] = [None] if count.get(peer, 0) < cap else []
+            # A pass aside never raises the sum of squares (it ends no higher than the receiver was).
+            options += [(other, to) for other in theirs for to in replicas_of[other]
+                        if to != peer and to != busy and to not in used and count.get(to, 0) < cap
+                        and load.get(to, 0.0) + weights[other] <= here]
+            for aside in options:
+                before = here - (weights[aside[0]] if aside is not None else 0.0)
+                # The move itself, after any pass aside, must gain: the receiver ends half a
+                # shard below the giver, so rates that moved by less cannot swing it back.
+                if before + weight * (1 + MOVE_GAIN_MIN / 2) > load[busy]:
+                    continue
+                after = {busy: giver_after, peer: before + weight}
+                if aside is not None:
+                    after[aside[1]] = load.get(aside[1], 0.0) + weights[aside[0]]
+                key = (max(after.values()), aside is not None, shard, index, aside or (-1, ""))
+                if best is None or key < best[0]:
+                    best = (key, (shard, peer, aside))
+    return None if best is None else best[1]
 
 
 def _assign(target: dict[int, str], count: dict[str, int], load: dict[str, float], shard: int, peer: str,

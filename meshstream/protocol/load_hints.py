@@ -3,7 +3,9 @@
 Each master measures how many events it sequences per shard: the sum of its own writer's
 counters in the store's vectors of the shard's streams, sampled once per gossip interval;
 the rate is the growth over the last `RATE_WINDOW_S` (a window, not a per-interval
-sample: at a few events/s an interval sees 0 or 1). It records `(epoch, stamp, rate)` in
+sample: at a few events/s an interval sees 0 or 1). A master publishes a shard's rate only
+once it has measured a full window, and not while it hands the shard over (the window starts
+again after), so a move never publishes a rate skewed by the move itself. It records `(epoch, stamp, rate)` in
 its table, and every `GOSSIP_EVERY_INTERVALS` every peer sends its whole table to one
 random live peer in a `RateHints`; a receiver keeps, per shard, the entry with the greater
 (epoch, stamp) (stamps come from the shard's master alone, so they compare within an
@@ -19,6 +21,7 @@ count cap and the catch-up rules of a handover hold whatever it says.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 from meshstream.protocol.effects import Effect, Send
@@ -43,10 +46,11 @@ class LoadHints:
         self.version = 0
         self._others: tuple[object, int, list[str]] = (None, -1, [])  # (view, version, live peers but me)
 
-    def tick(self, now: float, mastered: list[int]) -> list[Effect]:
-        """Once per gossip interval: measure the shards mastered here, gossip now and then."""
+    def tick(self, now: float, mastered: list[int], paused: Container[int] = ()) -> list[Effect]:
+        """Once per gossip interval: measure the shards mastered here but not `paused` (being
+        handed over: a window with the pause in it would under-report), gossip now and then."""
         self._ticks += 1
-        self._measure(now, mastered)
+        self._measure(now, [shard for shard in mastered if shard not in paused])
         if self._ticks % GOSSIP_EVERY_INTERVALS or not self._table:
             return []
         node = self.node
@@ -74,8 +78,8 @@ class LoadHints:
             while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
                 samples.pop(0)
             elapsed = now - samples[0][0]
-            if elapsed < RATE_WINDOW_S / 2:
-                continue  # too short to say; the previous master's hint stands meanwhile
+            if elapsed < RATE_WINDOW_S:
+                continue  # a fresh master: too short to say; the previous master's hint stands meanwhile
             rate = (sequenced - samples[0][1]) / elapsed
             self._merge(ShardRate(shard, master[1], int(now * 1000), int(round(rate * 1000))))
 

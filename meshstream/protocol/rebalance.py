@@ -21,8 +21,13 @@ Catch-up (readiness), decided by each shard's master, locally:
 Master balance and handover (master side, each tick):
 - `topology.election.balanced_masters(view, rates)` says where each shard's master should
   be (at most ceil(shards / peers) + 1 per peer, sticky, and with the per-shard write
-  rates gossiped by `load_hints.py`, the busy shards spread by load). For a shard this peer masters
-  whose target is another, confirmed replica, the handover runs:
+  rates gossiped by `load_hints.py`, the busy shards spread by load). Its load moves come
+  in rounds that share no peer, each lowering the sum of squared loads by a margin, and
+  its answer once applied is a fixed point, so masters stop moving on a steady view and
+  rates. A master makes one load move at a time (the next is computed on the view the
+  last one leaves); moves for placement, the count cap or a leave run up to
+  HANDOVERS_IN_FLIGHT_MAX at once. For a shard this peer masters whose target is
+  another, confirmed replica, the handover runs:
   1. stop sequencing the shard (`sequencing_paused`): new appends for it are parked at
      this peer and forwarded ones are answered "not_master" (retryable);
   2. `HandoverPrepare` to the successor, which queries at once and pulls what it lacks;
@@ -85,6 +90,7 @@ class Handover:
     epoch: int  # the epoch being handed over (the successor masters epoch + 1)
     started: float
     deadline: float
+    load: bool = False  # moved for load alone (not placement, count or a leave)
 
 
 @dataclass(slots=True)
@@ -193,7 +199,7 @@ class Rebalance:
         self._ticks += 1
         effects = self._queries(prepared_only=self._ticks % QUERY_EVERY_INTERVALS != 0)
         effects += self._expire_handovers(now)
-        effects += self.load.tick(now, self._mastered())
+        effects += self.load.tick(now, self._mastered(), self._handovers)
         if self._drain_deadline is not None or (self.node.can_sequence() and self.steady(now)):
             effects += self._start_handovers(now)
         effects += self._finish_drain(now)
@@ -384,7 +390,10 @@ class Rebalance:
         targets = self._targets_now()
         effects: list[Effect] = []
         in_flight_max = DRAINING_HANDOVERS_IN_FLIGHT_MAX if draining else HANDOVERS_IN_FLIGHT_MAX
-        for shard in self._mastered():
+        mastered = self._mastered()
+        cap = election.master_cap(node.topology.shards or 0, node.topology.live_count())
+        loading = any(h.load for h in self._handovers.values())
+        for shard in mastered:
             if len(self._handovers) >= in_flight_max:
                 break
             successor = targets.get(shard)
@@ -394,8 +403,12 @@ class Rebalance:
                 continue
             if not draining and successor not in self.counted(shard, [successor]):
                 continue  # it must be caught up first; it asks every interval
+            load = not draining and len(mastered) <= cap and node.name in node.placement(shard)
+            if load and loading:
+                continue  # one load move at a time: the next is computed on the view this one leaves
+            loading = loading or load
             epoch = node.topology.master(shard)[1]  # type: ignore[index]
-            self._handovers[shard] = Handover(successor, epoch, now, now + HANDOVER_TIMEOUT_S)
+            self._handovers[shard] = Handover(successor, epoch, now, now + HANDOVER_TIMEOUT_S, load)
             effects.append(Send(successor, HandoverPrepare(shard, epoch)))
             effects.append(Journal("handover", f"{node.name} hands shard {shard} to {successor}"))
         return effects
