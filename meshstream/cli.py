@@ -10,10 +10,10 @@ is UTF-8 text, otherwise as `"data_base64"`; keys likewise as `"key"` (text) or
 `"key_base64"`. A read event shows `stream`, `key`, `hash` (hex BLAKE3 digest), `dot`
 (`peer:counter`) and `cursor` (the cursor to resume after it, `peer:counter,...`).
 
-`run` with `MESHSTREAM_PROFILE=DIR` in the environment profiles the peer with cProfile (in
-CPU time) and writes `DIR/<name>.prof` whenever the process gets SIGUSR1 and on exit, each
-time with what ran since the last write (benchmarks profile an interval of their choosing
-with two SIGUSR1s, then SIGKILL).
+`run` with `MESHSTREAM_PROFILE=DIR` in the environment profiles the peer with cProfile and
+writes `DIR/<name>.prof` whenever the process gets SIGUSR1 and on exit, each time with what
+ran since the last write (benchmarks profile an interval of their choosing with two
+SIGUSR1s, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -196,9 +196,10 @@ def _profiled(name: str, run: Any) -> None:
     import cProfile
     import signal
 
-    import time
-
-    profiler = cProfile.Profile(time.process_time)  # CPU time: wall time on a busy machine is other processes'
+    # The default (wall-clock) timer: a CPU-time timer costs a system call per function
+    # call, and peers that slow could not keep a mesh settled. Idle time shows up in the
+    # blocking calls (epoll, thread locks); other processes' turns fall on whatever ran.
+    profiler = cProfile.Profile()
     path = os.path.join(directory, f"{name}.prof")
 
     def dump(*_: Any) -> None:
