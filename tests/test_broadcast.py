@@ -84,3 +84,16 @@ def test_the_fan_out_alone_spreads_a_leave(seed):
     # peer or two (anti-entropy, absent here, repairs those); without the fan-out, 15 miss it.
     unaware = [v for v in net.live_viewers() if net.status(v, "n9") != "left"]
     assert len(unaware) <= 3, f"seed={seed}: {unaware} still hold n9 live"
+
+
+def test_a_take_limited_to_changes_leaves_the_refreshes_queued():
+    queue = BroadcastQueue()
+    suspect = _event(MemberSuspect("p1", 0, "n1"), 1)
+    queue.push(suspect, REFRESH_TIER)
+    assert not queue.has_changes() and queue.take(4, transmit_limit=2, tier_max=CHANGE_TIER) == ()
+    left = _event(MemberLeft("p2", 0), 2)
+    queue.push(left, CHANGE_TIER)
+    assert queue.has_changes()
+    assert queue.take(4, transmit_limit=2, tier_max=CHANGE_TIER) == (left,)
+    assert queue.take(4, transmit_limit=2) == (left, suspect)
+    assert not queue.has_changes() and queue.tier_counts() == (0, 1)

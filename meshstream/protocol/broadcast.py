@@ -68,11 +68,12 @@ class BroadcastQueue:
         if len(self._heap) > self._queue_events_max:
             self._trim()
 
-    def take(self, count_max: int, transmit_limit: int) -> tuple[Event, ...]:
-        """Up to `count_max` events for one message, counting this transmission."""
+    def take(self, count_max: int, transmit_limit: int, tier_max: int = REFRESH_TIER) -> tuple[Event, ...]:
+        """Up to `count_max` events of tiers up to `tier_max` for one message, counting this
+        transmission."""
         assert transmit_limit >= 1, transmit_limit
         taken: list[tuple[int, int, int, Event]] = []
-        while self._heap and len(taken) < count_max:
+        while self._heap and len(taken) < count_max and self._heap[0][0] <= tier_max:
             taken.append(heapq.heappop(self._heap))
         for tier, transmits, negative_sequence, event in taken:
             if transmits + 1 < transmit_limit:
@@ -84,6 +85,10 @@ class BroadcastQueue:
     def transmits(self) -> dict[bytes, int]:
         """Digest -> times sent, for tests and status pages."""
         return {event.digest: transmits for _, transmits, _, event in self._heap}
+
+    def has_changes(self) -> bool:
+        """True while a membership change (`CHANGE_TIER`) is queued."""
+        return bool(self._heap) and self._heap[0][0] == CHANGE_TIER
 
     def tier_counts(self) -> tuple[int, int]:
         """(changes, refreshes) queued, for tests and benches."""
