@@ -16,7 +16,8 @@ no peer mastering more than ceil(shards / peers) + 1 shards (`masters_balanced`)
 outside a shard's set holding none of its events (`replicas_dropped`) and every step
 settled within a step's time (`step_settle_s_max`); each step's settle time, the capacity
 model (simulations/capacity.py) and messages per peer per second by family are in the
-report. This program runs it with progress lines (wall and CPU time) on stderr.
+report, with the masters moved by handover in each step (`moves`). This program runs it
+with progress lines (wall and CPU time) on stderr.
 """
 
 from __future__ import annotations
@@ -292,16 +293,17 @@ def print_report(document: dict) -> None:
           f"wall {document['wall_s']} s cpu {document['cpu_s']} s")
     for name, passed in sorted(document["checks"].items()):
         print(f"  check {name:<28} {'pass' if passed else 'FAIL'}")
-    print(f"  {'step':<16} {'peers':>5} {'settle s':>9}  capacity x linear: closed/uniform at settle, at end"
-          f"  msgs/peer/s")
+    print(f"  {'step':<16} {'peers':>5} {'settle s':>9} {'moves':>5}  capacity x linear: closed/uniform at settle, "
+          f"at end  msgs/peer/s")
     for step in document["scale_out_steps"]:
         settle = "-" if step["settle_s"] is None else f"{step['settle_s']:.1f}"
-        print(f"  {step['step']:<16} {step.get('peers', '-'):>5} {settle:>9}  "
+        print(f"  {step['step']:<16} {step.get('peers', '-'):>5} {settle:>9} {step.get('handovers', '-'):>5}  "
               f"{step.get('capacity_closed_vs_linear', '-')}/{step.get('capacity_uniform_vs_linear', '-')}, "
               f"{step.get('plateau_capacity_closed_vs_linear', '-')}/{step.get('plateau_capacity_uniform_vs_linear', '-')}"
               f"  {step.get('messages_per_peer_per_s')}")
     for problem in document.get("problems", [])[:10]:
         print(f"  problem: {problem}")
+    print(f"  masters moved by handover: {sum(s.get('handovers', 0) for s in document['scale_out_steps'])} in all")
     print("  target: sustained rate >= 0.7x linear up to 50 peers; every step settled")
 
 

@@ -13,7 +13,8 @@ capacity.py: the sustained write rate, closed-loop and uniform, and its ratio to
 over the scenario's streams, again at every later poll of the step (`plateau_*`: the
 last one before the next step, once load-aware balancing has had the step's time), and
 from the settle until the next step it counts messages per peer per second by family
-(membership, anti-entropy, rebalance, writes).
+(membership, anti-entropy, rebalance, writes). Each step also counts the masters moved by
+handover during it (`handovers`: a balance that settles stops moving them).
 
 The end-of-run checks read the final state: `placement_converged`, `masters_balanced`,
 `replicas_dropped` (checkers.py) and `step_settle_s_max` (every step settled within it).
@@ -25,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from meshstream.wire.rebalance_messages import HandoverDone
 from simulations import capacity, checkers
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class Step:
     settle_s: float | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     messages: Counter = field(default_factory=Counter)
+    handovers: set = field(default_factory=set)  # (shard, election digest) of masters moved by handover
 
 
 def wanted(expect: Any) -> bool:
@@ -82,6 +85,8 @@ class ScaleOutTracker:
         return [step for step in self.steps if step.at_s <= now][-1]
 
     def _observe(self, now: float, src: str, address: str | None, message: object) -> None:
+        if isinstance(message, HandoverDone):  # sent to several peers: one election
+            self._current(now).handovers.add((message.shard, message.election.digest))
         if self._active is not None:
             step, until = self._active
             if now < until:
@@ -146,7 +151,8 @@ class ScaleOutTracker:
         steps = []
         for index, step in enumerate(self.steps):
             end = self.steps[index + 1].at_s if index + 1 < len(self.steps) else self.sim.loop.now
-            entry = {"at_s": step.at_s, "step": step.label, "settle_s": step.settle_s, **step.figures}
+            entry = {"at_s": step.at_s, "step": step.label, "settle_s": step.settle_s, **step.figures,
+                     "handovers": len(step.handovers)}
             if step.settle_s is not None:
                 span = end - step.at_s - step.settle_s
                 peers = max(1, step.figures.get("peers", 1))

@@ -142,25 +142,26 @@ def _load_balanced(state: TopologyState, peers: int, exclude: frozenset[str], ra
             load.clear()
             load.update(_loads(target, weights))
         _assign(target, count, load, shard, chosen, weight)
-    moved = frozenset(p for s, p in target.items() if p != state.live_master(s)) | frozenset(
-        p for s in target if (p := state.live_master(s)) is not None and p != target[s])
-    _relieve(target, count, load, weights, replicas_of, cap + 1, SHED_ABOVE_MEAN * sum(weights) / peers, moved)
+    _relieve(target, count, load, weights, replicas_of, cap + 1, SHED_ABOVE_MEAN * sum(weights) / peers)
     return target
 
 
 def _relieve(target: dict[int, str], count: dict[str, int], load: dict[str, float], weights: list[float],
-             replicas_of: dict[int, list[str]], cap: int, high: float, busy_peers: frozenset[str]) -> None:
+             replicas_of: dict[int, list[str]], cap: int, high: float) -> None:
     """One round of load moves: each master loaded beyond `high` (the busiest first, ties
-    by name) makes its best move (`_best_move`) among peers no other move of the round
-    involves (nor a count move: `busy_peers`). Moves of one round share no peer, so each
-    is as good alone as with the others and any of them may happen first or not at all;
-    the next round is computed on the view they leave. When the best move needs the
-    receiver to pass a shard on first, only that pass is in this round."""
-    used = set(busy_peers)
+    by name) makes its best move (`_best_move`) among peers no other load move of the
+    round involves. Loads are those after the round's count moves (a join moves shards
+    off most peers at once: keeping those peers out of load moves left a 5-peer mesh at
+    0.75x linear until the count moves were all done). Load moves of one round share no
+    peer, so once the count moves are done each is as good alone as with the others and
+    any of them may happen first or not at all; the next round is computed on the view
+    they leave. When the best move needs the receiver to pass a shard on first, only
+    that pass is in this round."""
+    used: set[str] = set()
     owned: dict[str, list[int]] = {}
     for shard in sorted(target):
         owned.setdefault(target[shard], []).append(shard)
-    for busy in sorted((p for p in load if load[p] > high and p not in busy_peers), key=lambda p: (-load[p], p)):
+    for busy in sorted((p for p in load if load[p] > high), key=lambda p: (-load[p], p)):
         if busy in used:
             continue
         move = _best_move(busy, owned, count, load, weights, replicas_of, cap, used)
