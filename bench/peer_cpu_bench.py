@@ -2,7 +2,7 @@
 
     python bench/peer_cpu_bench.py [--peers 1|3] [--ack master|all] [--events N]
                                    [--batch B] [--in-flight K] [--store segment|memory]
-                                   [--profile] [--catchup N]
+                                   [--profile] [--profile-peer NAME] [--catchup N]
 
 Peers are `Node`s over `SegmentStore`s (fsync included, but fsync waits are not CPU) with
 `meshstream run`'s defaults (local preset, 256 shards, rf 3). Every message between them
@@ -15,6 +15,8 @@ delivery with the store's prepare/write/commit, as the driver does. Ticks fire o
 Prints, per peer, CPU microseconds per event split into frame decode, node logic, store
 and frame encode, and the in-process rate. With `--catchup N`, a third peer that was away
 while N events were written catches up from the other two, and the rate is printed.
+`--profile-peer n3` profiles only that peer's work (its decode, node, store and encode
+calls), which `--profile` mixes with the other peers' and the rig's.
 """
 
 from __future__ import annotations
