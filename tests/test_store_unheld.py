@@ -71,6 +71,7 @@ def test_absent_keys_says_true_only_for_keys_the_store_lacks(store):
     assert store.absent_keys("s", keys) == [False, True, False, True]
     assert store.absent_keys("t", keys) == [True] * 4  # another stream: other hashes
     assert store._key_hashes[("s", b"new")] == base.key_hash("s", b"new")
+    assert ("s", held[0].key) not in store._key_hashes  # a duplicate is not sequenced
 
 
 def test_kept_hashes_are_bounded(store, monkeypatch):

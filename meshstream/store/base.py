@@ -31,7 +31,9 @@ from meshstream.store.index import (CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_
 
 OP_EVENT, OP_DOT = 1, 2
 CONFLICT_MODES = ("raise", "resolve")
-KEY_HASHES_KEPT_MAX = 1 << 15  # hashes `unheld` computed, kept for prepare_batch (a catch-up has ~6k in flight)
+# Key hashes `unheld` and `absent_keys` computed, kept for prepare_batch (a catch-up has ~6k
+# events in flight); beyond, all are dropped (some never reach a batch: a simulated crash).
+KEY_HASHES_KEPT_MAX = 1 << 14
 _from_bytes = int.from_bytes
 _blake3 = blake3.blake3
 
@@ -238,8 +240,10 @@ class IndexedStore:
         result: list[bool] = []
         for key in keys:
             hashed = from_bytes(blake(prefix + key).digest(length=8), "little")  # index.key_hash
-            kept[stream, key] = hashed
-            result.append(not key_known(hashed))
+            absent = not key_known(hashed)
+            if absent:  # it will be sequenced and come back in a batch; a duplicate will not
+                kept[stream, key] = hashed
+            result.append(absent)
         return result
 
     # -- writing --
