@@ -100,10 +100,10 @@ def _load_balanced(state: TopologyState, peers: int, exclude: frozenset[str], ra
                    cap: int) -> dict[int, str]:
     """`balanced_masters` weighing shards by their write rate, under the same count cap.
 
-    It settles by construction: it starts from the current masters and only ever makes
-    moves that lower the sum of squared loads by a margin, so applying its answer and
-    asking again gives the same answer (a fixed point), and on fixed rates every peer's
-    moves end.
+    It settles by construction: it starts from the current masters, and besides the moves
+    the count rule forces (placement, the cap) it only makes load moves that lower the sum
+    of squared loads by a margin, so applying its answer and asking again gives the same
+    answer (a fixed point), and on fixed rates and a fixed view the moves end.
     1. The count rule: a live master in the shard's replica set keeps it while it masters
        fewer than `master_cap` (busy shards first, so a master over the cap sheds idle
        ones; then by number). The other shards, busiest first (ties by number), go to
@@ -111,12 +111,13 @@ def _load_balanced(state: TopologyState, peers: int, exclude: frozenset[str], ra
        best-ranked), else below `master_cap`, else `_make_room`. Load moves may fill a
        master up to `master_cap`, so keeping shards up to it is what makes the answer a
        fixed point.
-    2. `_relieve`: while a master's load exceeds SHED_ABOVE_MEAN x the mean per peer, it
-       gives a busy shard to a replica below the count cap (or one that passes an idle
-       shard on to make room) that ends at least half that shard below the giver's load.
-       The receiver then cannot give it back unless the rates moved by half a shard, so
-       noise in the hints moves nothing, and each move lowers the sum of squared loads by
-       at least the shard's weight squared: the moves end.
+    2. `_relieve`, one round: a master whose load exceeds SHED_ABOVE_MEAN x the mean per
+       peer gives a busy shard to a replica below the count cap (or to one that first
+       passes a shard on to a third peer with room, without raising the sum of squares)
+       that ends at least half that shard below the giver's load. The receiver then
+       cannot give it back unless the rates moved by half a shard, so noise in the hints
+       moves nothing, and each move lowers the sum of squared loads by at least the
+       shard's weight squared: the moves end.
     Hints that disagree between peers only make a master move a shard another peer would
     not: the count cap and placement hold whatever the rates say.
     """
@@ -195,10 +196,11 @@ def _best_move(busy: str, owned: dict[str, list[int]], count: dict[str, int], lo
     (shard, receiver, (a shard the receiver passes on first, to whom) or None). A plain
     move must lower the sum of squared loads by at least the shard's weight squared: the
     receiver ends half a shard below the giver, so rates that moved by less cannot swing
-    it back. A receiver at the count cap may pass on an idle shard, or a busy one that
-    would be such a move by itself, to a third peer with room, when the two moves together
-    make such a gain. Best: the lowest resulting load among the peers involved, then a
-    plain move, then the lower shard, then the better-ranked peers."""
+    it back. The receiver may first pass one of its shards (idle, or busy when that makes
+    room for a better move) to a third peer with room that ends no higher than the
+    receiver was, so the pass never raises the sum of squares; the move is then judged on
+    the receiver's load after it. Best: the lowest resulting load among the peers
+    involved, then a plain move, then the lower shard, then the better-ranked peers."""
     best: tuple[tuple, Move] | None = None
     for shard in (s for s in owned.get(busy, ()) if weights[s] > 0):
         weight, giver_after = weights[shard], load[busy] - weights[shard]
