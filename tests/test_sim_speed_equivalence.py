@@ -136,7 +136,9 @@ def test_topology_order_by_sort_matches_the_canonical_order(foreign_contexts) ->
 
 
 def test_placement_view_matches_a_recount_of_every_peers_shards() -> None:
-    from meshstream.protocol.placements import PEERS_ASKED_MAX, PlacementView
+    from meshstream.protocol.placements import PlacementView
+
+    from topology.events import MasterElected
 
     for seed in range(20):
         rng = random.Random(seed)
@@ -145,11 +147,19 @@ def test_placement_view_matches_a_recount_of_every_peers_shards() -> None:
         names = [f"n{i}" for i in range(30)]
         for step, peer in enumerate(rng.sample(names, len(names))):
             state.apply(MemberJoined(peer, peer, 0))
-            asked = rng.sample(names, rng.randrange(1, 3 * PEERS_ASKED_MAX))  # one by one, then gathered
-            for name in asked:
+            if rng.random() < 0.5:  # masters, inside their replica sets or not (a handover)
+                state.apply(MasterElected(rng.randrange(16), rng.choice(names), step + 1))
+            if rng.random() < 0.2:  # some fail or leave: masters no longer live, sets recounted
+                gone = rng.choice(names)
+                state.apply(rng.choice([MemberFailed(gone, 0, peer), MemberLeft(gone, 0)]))
+            for name in rng.sample(names, rng.randrange(1, 15)):
                 placements = {s: view.placement(state, s) for s in range(16)}
                 expected = frozenset(s for s in range(16) if name in placements[s])
-                assert placements == {s: state.replica_set(s) for s in range(16)}, f"seed={seed} step={step}"
+                recount = {s: state.replica_set(s) for s in range(16)}
+                for shard, replicas in recount.items():
+                    master = state.live_master(shard)
+                    recount[shard] = replicas + (master,) if master and master not in replicas else replicas
+                assert placements == recount, f"seed={seed} step={step}"
                 assert view.shards_of(state, name) == expected, f"seed={seed} step={step} peer={name}"
 
 

@@ -87,6 +87,9 @@ class TopologyState:
         # peer -> the shards whose best-ranked key is that peer's, kept with `_ranked` (an
         # election check asks on every input; a recount per placement change was O(shards)).
         self._firsts: dict[str, set[int]] = {}
+        # peer -> its Member as last built: every send asks for an address and membership
+        # for liveness, and a frozen dataclass costs ~1 us to build. Dropped on any change.
+        self._members: dict[str, Member] = {}
 
     # -- folding --
 
@@ -151,6 +154,8 @@ class TopologyState:
             else:
                 self._failed.discard(fact.peer)
             changed = True
+        if changed:
+            self._members.pop(fact.peer, None)
         return changed
 
     def _set_live(self, peer: str, live: bool) -> None:
@@ -260,12 +265,22 @@ class TopologyState:
         return self._config
 
     def member(self, peer: str) -> Member | None:
+        found = self._members.get(peer)
+        if found is not None:
+            return found
         liveness = self._liveness.get(peer)
         if liveness is None:
             return None
         incarnation, rank = liveness
         address = self._joined.get(peer, (0, ""))[1]
-        return Member(peer, address, incarnation, STATUSES[rank])
+        found = self._members[peer] = Member(peer, address, incarnation, STATUSES[rank])
+        return found
+
+    def address(self, peer: str) -> str | None:
+        """`member(peer).address` ("" before its join is seen), None for a peer never seen."""
+        if peer not in self._liveness:
+            return None
+        return self._joined.get(peer, (0, ""))[1]
 
     def members(self) -> dict[str, Member]:
         """Every peer ever seen, by name in sorted order."""
@@ -319,8 +334,10 @@ class TopologyState:
             return []
         ranked = self._ensure_ranked()
         scores = scores_of(peer, self._config.shards)
-        return [shard for shard, keys in enumerate(ranked) if keys and scores[shard] >= keys[0][0]
-                and (scores[shard], peer) in keys]
+        # Only where the peer's score reaches the floor (the weakest key of a full set, -1
+        # below full) can it be a replica: that pass runs in C, the few others are looked at.
+        reached = itertools.compress(range(len(scores)), map(operator.ge, scores, self._floors))
+        return [shard for shard in reached if (scores[shard], peer) in ranked[shard]]
 
     def master(self, shard: int) -> tuple[str, int] | None:
         """The winning (peer, epoch) for `shard`, live or not; None if never elected."""
@@ -362,6 +379,7 @@ class TopologyState:
         clone._floors = list(self._floors)
         clone._firsts = {peer: set(shards) for peer, shards in self._firsts.items()}
         clone._placement = dict(self._placement)
+        clone._members = dict(self._members)
         clone.version = self.version
         clone.placement_version = self.placement_version
         clone._master_peers = None

@@ -84,8 +84,13 @@ class LoadHints:
             self._merge(ShardRate(shard, master[1], int(now * 1000), int(round(rate * 1000))))
 
     def on_hints(self, src: str, hints: RateHints, now: float) -> list[Effect]:
+        table = self._table
         for entry in hints.rates:
-            self._merge(entry)
+            # Most entries are the ones held here already (a table of every shard arrives
+            # twice a gossip interval): those are passed over without a call of _merge.
+            held = table.get(entry.shard)
+            if held is None or (held.epoch, held.stamp) < (entry.epoch, entry.stamp):
+                self._merge(entry)
         return []
 
     def _merge(self, entry: ShardRate) -> None:

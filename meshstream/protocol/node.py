@@ -122,8 +122,7 @@ class Node:
         return self.log.writer
 
     def address_of(self, peer: str) -> str | None:
-        member = self.topology.member(peer)
-        return member.address if member is not None and member.address else None
+        return self.topology.address(peer) or None  # (not member(): asked for every send)
 
     def shard_of(self, stream: str) -> int | None:
         shards = self.topology.shards
