@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
+
 from meshstream.config import Config
 from meshstream.envelope import Event
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
@@ -67,7 +68,7 @@ JOIN_RETRY_PERIODS = 2  # a seed that has not answered in two probe periods is a
 # Peers that only know each other as seeds, none configured, would wait for each other
 # forever: after this many periods unconfigured, a joiner configures the mesh itself.
 CONFIGURE_ALONE_PERIODS = 5 * JOIN_RETRY_PERIODS
-GOSSIP_FANOUT = 2  # peers sent a Gossip of queued events each period, beside the probe (memberlist: 3)
+GOSSIP_FANOUT = 2  # peers sent a Gossip of queued membership changes each period (memberlist: 3)
 JOIN_PUSH_PEERS_MAX = 32  # a seed hands each new join to this many members at once (see _push_join)
 JOINERS_WAITING_MAX = 1024  # Joins held by a joining peer until it knows the mesh shape
 RELAYS_MAX = 1024  # indirect pings in flight for others; beyond this PingReqs are ignored
