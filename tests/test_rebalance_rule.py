@@ -63,8 +63,9 @@ def test_applying_the_targets_reaches_a_fixed_point(seed: int) -> None:
         apply(state, moves)
     else:
         raise AssertionError(f"seed={seed}: no fixed point in {ROUNDS_MAX} rounds")
-    # A round moves each peer's shards at most once (its moves share no peer), so a few rounds.
-    assert rounds <= 8, f"seed={seed}: took {rounds} rounds"
+    # A round moves each peer's shards at most once (its moves share no peer), and a move whose
+    # receiver passes shards on first takes two rounds: a few rounds.
+    assert rounds <= 16, f"seed={seed}: took {rounds} rounds"
     assert balanced_masters(state, rates=rates) == target, f"seed={seed}: the fixed point is not stable"
     count = Counter(target.values())
     assert max(count.values()) <= master_cap(state.shards or 0, len(state.live_peers())), f"seed={seed}: {count}"

@@ -53,8 +53,9 @@ def test_rate_messages_round_trip() -> None:
 def test_uniform_load_reaches_at_least_0_7_of_linear(peers: int) -> None:
     state = mesh(peers, 256)
     before = capacity.sustained_rate(state, STREAMS, 1000.0, "uniform") / (1000.0 * peers)
-    # One round moves each peer's shards at most once (a round's moves share no peer).
-    assert settle(state, uniform_rates(256)) <= 8, f"peers={peers}: the targets move more than 8 times"
+    # A round moves each peer's shards at most once (its moves share no peer), and a move that
+    # needs its receiver to pass shards on first takes two rounds.
+    assert settle(state, uniform_rates(256)) <= 16, f"peers={peers}: the targets move more than 16 times"
     ratio = capacity.sustained_rate(state, STREAMS, 1000.0, "uniform") / (1000.0 * peers)
     closed = capacity.sustained_rate(state, STREAMS, 1000.0, "closed") / (1000.0 * peers)
     assert ratio >= 0.7 and ratio >= before, f"peers={peers}: uniform {ratio:.2f}x linear (by count {before:.2f}x)"

@@ -113,7 +113,7 @@ def _load_balanced(state: TopologyState, peers: int, exclude: frozenset[str], ra
        fixed point.
     2. `_relieve`, one round: a master whose load exceeds SHED_ABOVE_MEAN x the mean per
        peer gives a busy shard to a replica below the count cap (or to one that first
-       passes a shard on to a third peer with room, without raising the sum of squares)
+       passes up to two shards on to peers with room, without raising the sum of squares)
        that ends at least half that shard below the giver's load. The receiver then
        cannot give it back unless the rates moved by half a shard, so noise in the hints
        moves nothing, and each move lowers the sum of squared loads by at least the
@@ -156,8 +156,8 @@ def _relieve(target: dict[int, str], count: dict[str, int], load: dict[str, floa
     0.75x linear until the count moves were all done). Load moves of one round share no
     peer, so once the count moves are done each is as good alone as with the others and
     any of them may happen first or not at all; the next round is computed on the view
-    they leave. When the best move needs the receiver to pass a shard on first, only
-    that pass is in this round."""
+    they leave. When the best move needs the receiver to pass shards on first, only those
+    passes are in this round."""
     used: set[str] = set()
     owned: dict[str, list[int]] = {}
     for shard in sorted(target):
@@ -168,13 +168,13 @@ def _relieve(target: dict[int, str], count: dict[str, int], load: dict[str, floa
         move = _best_move(busy, owned, count, load, weights, replicas_of, cap, used)
         if move is None:
             continue
-        shard, peer, aside = move
+        shard, peer, passes = move
         used.update((busy, peer))
-        if aside is not None:
-            other, to = aside
+        for other, to in passes:  # the move itself waits for the next round, on the view these leave
             used.add(to)
-            shard, peer = other, to
-        _move(target, count, load, owned, weights, shard, peer)
+            _move(target, count, load, owned, weights, other, to)
+        if not passes:
+            _move(target, count, load, owned, weights, shard, peer)
 
 
 def _move(target: dict[int, str], count: dict[str, int], load: dict[str, float], owned: dict[str, list[int]],
@@ -187,46 +187,55 @@ def _move(target: dict[int, str], count: dict[str, int], load: dict[str, float],
     _assign(target, count, load, shard, peer, weights[shard])
 
 
-Move = tuple[int, str, "tuple[int, str] | None"]
+Pass = tuple[int, str]  # (shard, to whom)
+Move = tuple[int, str, tuple[Pass, ...]]
+PASSES_MAX = 2  # shards a receiver may pass on to make room for one move
+PASS_CANDIDATES_MAX = 6  # its busiest passable shards considered for two passes
 
 
 def _best_move(busy: str, owned: dict[str, list[int]], count: dict[str, int], load: dict[str, float],
                weights: list[float], replicas_of: dict[int, list[str]], cap: int, used: set[str]) -> Move | None:
     """The move of one of `busy`'s busy shards to another of its replicas not in `used`, as
-    (shard, receiver, (a shard the receiver passes on first, to whom) or None). A plain
-    move must lower the sum of squared loads by at least the shard's weight squared: the
-    receiver ends half a shard below the giver, so rates that moved by less cannot swing
-    it back. The receiver may first pass one of its shards (idle, or busy when that makes
-    room for a better move) to a third peer with room that ends no higher than the
-    receiver was, so the pass never raises the sum of squares; the move is then judged on
-    the receiver's load after it. Best: the lowest resulting load among the peers
-    involved, then a plain move, then the lower shard, then the better-ranked peers."""
+    (shard, receiver, the shards the receiver passes on first). A move must lower the sum
+    of squared loads by at least the shard's weight squared: the receiver ends half a
+    shard below the giver, so rates that moved by less cannot swing it back. The receiver
+    may first pass up to PASSES_MAX of its shards, each to a third peer with room that
+    ends no higher than the receiver was (so a pass never raises the sum of squares: on a
+    mesh where most masters sit at the mean, a move needs them); the move is then judged
+    on the receiver's load after them. Best: the lowest resulting load among the peers
+    involved, then fewer passes, then the lower shard, then the better-ranked peers."""
     best: tuple[tuple, Move] | None = None
     for shard in (s for s in owned.get(busy, ()) if weights[s] > 0):
         weight, giver_after = weights[shard], load[busy] - weights[shard]
         for index, peer in enumerate(replicas_of[shard]):
             if peer == busy or peer in used:
                 continue
-            theirs = owned.get(peer, ())
-            here = load.get(peer, 0.0)
-            options: list[tuple[int, str] | None] = [None] if count.get(peer, 0) < cap else []
-            # A pass aside never raises the sum of squares (it ends no higher than the receiver was).
-            options += [(other, to) for other in theirs for to in replicas_of[other]
-                        if to != peer and to != busy and to not in used and count.get(to, 0) < cap
-                        and load.get(to, 0.0) + weights[other] <= here]
-            for aside in options:
-                before = here - (weights[aside[0]] if aside is not None else 0.0)
-                # The move itself, after any pass aside, must gain: the receiver ends half a
-                # shard below the giver, so rates that moved by less cannot swing it back.
+            for passes in _pass_options(peer, busy, owned, count, load, weights, replicas_of, cap, used):
+                before = load.get(peer, 0.0) - sum(weights[other] for other, _ in passes)
                 if before + weight * (1 + MOVE_GAIN_MIN / 2) > load[busy]:
                     continue
                 after = {busy: giver_after, peer: before + weight}
-                if aside is not None:
-                    after[aside[1]] = load.get(aside[1], 0.0) + weights[aside[0]]
-                key = (max(after.values()), aside is not None, shard, index, aside or (-1, ""))
+                after.update({to: load.get(to, 0.0) + weights[other] for other, to in passes})
+                key = (max(after.values()), len(passes), shard, index, passes)
                 if best is None or key < best[0]:
-                    best = (key, (shard, peer, aside))
+                    best = (key, (shard, peer, passes))
     return None if best is None else best[1]
+
+
+def _pass_options(peer: str, busy: str, owned: dict[str, list[int]], count: dict[str, int], load: dict[str, float],
+                  weights: list[float], replicas_of: dict[int, list[str]], cap: int,
+                  used: set[str]) -> list[tuple[Pass, ...]]:
+    """No pass (if `peer` has room), one pass, or two passes to different peers."""
+    here = load.get(peer, 0.0)
+    single = [(other, to) for other in owned.get(peer, ()) for to in replicas_of[other]
+              if to not in (peer, busy) and to not in used and count.get(to, 0) < cap
+              and load.get(to, 0.0) + weights[other] <= here]
+    options: list[tuple[Pass, ...]] = [()] if count.get(peer, 0) < cap else []
+    options += [(one,) for one in single]
+    heaviest = sorted((p for p in single if weights[p[0]] > 0), key=lambda p: (-weights[p[0]], p))
+    heaviest = heaviest[:PASS_CANDIDATES_MAX]
+    options += [(a, b) for i, a in enumerate(heaviest) for b in heaviest[i + 1:] if a[0] != b[0] and a[1] != b[1]]
+    return options
 
 
 def _assign(target: dict[int, str], count: dict[str, int], load: dict[str, float], shard: int, peer: str,
