@@ -85,9 +85,12 @@ class Journal:
         self.lines: list[str] | None = [] if keep_lines else None
         self._pending: list[str] = []
         self.count = 0
+        self._stamped: tuple[float, str] = (-1.0, "")  # the last time formatted: one action records a few lines
 
     def record(self, now: float, kind: str, text: str) -> None:
-        line = f"{now:.6f} {kind} {text}\n"
+        if now != self._stamped[0]:
+            self._stamped = (now, f"{now:.6f}")
+        line = f"{self._stamped[1]} {kind} {text}\n"
         pending = self._pending
         pending.append(line)
         if len(pending) >= HASHED_LINES_BATCH:

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 
 import networkx as nx
 
+_NO_EDGES: dict[str, dict] = {}  # a peer not in the graph (never written to)
+
 
 class Network:
     def __init__(self, latency_ms: tuple[float, float], loss: float, bandwidth_bytes_per_s: float = 0.0) -> None:
@@ -97,7 +99,9 @@ class Network:
         """None if the message is dropped, else its delay in seconds."""
         self.messages += 1
         self.bytes += size_bytes
-        edge = self.graph.adj.get(src, {}).get(dst)
+        # networkx's own dict of dicts: its `adj` view builds a view object per look-up,
+        # and this runs once per message.
+        edge = self.graph._adj.get(src, _NO_EDGES).get(dst)  # noqa: SLF001
         if edge is None or (src, dst) in self.one_way:
             self.dropped += 1
             return None
@@ -114,7 +118,7 @@ class Network:
         return delay_s
 
     def reachable(self, src: str, dst: str) -> bool:
-        return dst in self.graph.adj.get(src, {}) and (src, dst) not in self.one_way
+        return dst in self.graph._adj.get(src, _NO_EDGES) and (src, dst) not in self.one_way  # noqa: SLF001
 
     # -- internals --
     def _allowed(self, a: str, b: str) -> bool:

@@ -136,7 +136,7 @@ def test_topology_order_by_sort_matches_the_canonical_order(foreign_contexts) ->
 
 
 def test_placement_view_matches_a_recount_of_every_peers_shards() -> None:
-    from meshstream.protocol.placements import PlacementView
+    from meshstream.protocol.placements import PEERS_ASKED_MAX, PlacementView
 
     from topology.events import MasterElected
 
@@ -152,7 +152,7 @@ def test_placement_view_matches_a_recount_of_every_peers_shards() -> None:
             if rng.random() < 0.2:  # some fail or leave: masters no longer live, sets recounted
                 gone = rng.choice(names)
                 state.apply(rng.choice([MemberFailed(gone, 0, peer), MemberLeft(gone, 0)]))
-            for name in rng.sample(names, rng.randrange(1, 15)):
+            for name in rng.sample(names, rng.randrange(1, 3 * PEERS_ASKED_MAX)):  # one by one, then gathered
                 placements = {s: view.placement(state, s) for s in range(16)}
                 expected = frozenset(s for s in range(16) if name in placements[s])
                 recount = {s: state.replica_set(s) for s in range(16)}

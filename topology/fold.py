@@ -334,10 +334,8 @@ class TopologyState:
             return []
         ranked = self._ensure_ranked()
         scores = scores_of(peer, self._config.shards)
-        # Only where the peer's score reaches the floor (the weakest key of a full set, -1
-        # below full) can it be a replica: that pass runs in C, the few others are looked at.
-        reached = itertools.compress(range(len(scores)), map(operator.ge, scores, self._floors))
-        return [shard for shard in reached if (scores[shard], peer) in ranked[shard]]
+        return [shard for shard, keys in enumerate(ranked) if keys and scores[shard] >= keys[0][0]
+                and (scores[shard], peer) in keys]
 
     def master(self, shard: int) -> tuple[str, int] | None:
         """The winning (peer, epoch) for `shard`, live or not; None if never elected."""
