@@ -89,7 +89,7 @@ class LoadHints:
             # Most entries are the ones held here already (a table of every shard arrives
             # twice a gossip interval): those are passed over without a call of _merge.
             held = table.get(entry.shard)
-            if held is None or (held.epoch, held.stamp) < (entry.epoch, entry.stamp):
+            if held is None or held.epoch < entry.epoch or (held.epoch == entry.epoch and held.stamp < entry.stamp):
                 self._merge(entry)
         return []
 
