@@ -112,3 +112,33 @@ def test_a_leaving_peer_hands_every_replicated_shard_to_its_successor() -> None:
             assert {(stream, key) for key in keys} <= handed.get(peer, set()), \
                 f"seed=74: {stream} not handed to {peer}"
     assert not leaver.rebalance.handoff.settled(harness.now), "seed=74: left before the handoff settled"
+
+
+def test_a_new_set_that_lacks_what_a_retired_replica_holds_pulls_it_from_it() -> None:
+    """The old set was replaced and the new one never caught up from it (seen in the
+    500-peer scale-out: joiners that did not know the master was alive elected one of
+    themselves). No anti-entropy round reaches the retired replica (in a large mesh the new
+    set rarely picks it as a partner; here rounds are off), so only its release queries
+    do: the member that lacks its events pulls them, and then it may drop them."""
+    from meshstream.clocks import Dot
+    from meshstream.envelope import Event
+
+    seed = 75
+    harness, written, names = grow(seed, ["n3", "n4"])
+    harness.wait_for(lambda: harness.agreed(names) and placement_holds_all(harness, names, written), 30,
+                     f"seed={seed}: retired replicas dropped")
+    retiree, stream = next((n, s) for n in ("n2", "n3", "n4") for s in STREAMS
+                           if n not in harness.replicas_of(s, "n1"))
+    orphans, context = [], VersionVector()
+    for counter in range(1, 6):  # acknowledged once by a master the new set never heard from
+        orphans.append(Event.sequence(stream, b"orphan%d" % counter, b"x", {}, Dot("n9", counter), context))
+        context = context.merge({"n9": counter})
+    harness.crash(retiree)
+    harness.preload(retiree, orphans)
+    harness.node_setup = lambda node: setattr(node.anti_entropy, "choose_partner", lambda: None)
+    harness.start(retiree, seeds=("n1",))
+    for name in names:
+        harness.node(name).anti_entropy.choose_partner = lambda: None
+    written[stream] |= {event.key for event in orphans}
+    harness.wait_for(lambda: placement_holds_all(harness, names, written), 30,  # (views need no rounds)
+                     f"seed={seed}: {stream}'s replicas pulled what only retired {retiree} held, and it dropped it")

@@ -113,6 +113,13 @@ class AntiEntropy:
         digests = tuple(ShardDigest(s, node.shard_digest(s)) for s in sorted(shards))
         return [Send(partner, SyncOffer(self._round, digests, node.log.digest()))]
 
+    def pull_from(self, partner: str, shards: list[int], now: float) -> list[Effect]:
+        """Pull `shards` from `partner` outside a round (a retired replica holds events of
+        them that this peer lacks: `retire.py`); shards already being pulled are left out."""
+        self._round += 1
+        pull = self._pull(self._round, partner, shards, False, now)
+        return [Send(partner, pull)] if pull.shards else []
+
     # -- B's side: an offer arrives --
     def on_offer(self, src: str, offer: SyncOffer, now: float) -> list[Effect]:
         node = self.node

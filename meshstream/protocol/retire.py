@@ -17,6 +17,11 @@ version vectors for the shard's streams. A member answers that it *covers* the s
   master has confirmed it (`Rebalance.confirmed_here`);
 - it is not handing the shard over, and not leaving the mesh (draining).
 
+A member of the set that lacks events the asker holds pulls them from it at once
+(`AntiEntropy.pull_from`): the new set may never have caught up from the old one (a set
+replaced at once under a master its electors did not know was alive), and in a large mesh
+no anti-entropy round of the new set picks the retired replica as a partner.
+
 The asker drops the shard's streams (`EventStore.drop_streams`, durable) once every
 member of its placement answered "covers" for the round, what it holds is still what it
 said (nothing arrived since), nothing of the shard is in flight to its disk, no
@@ -157,9 +162,39 @@ class Retirement:
         node = self.node
         theirs: dict[str, VersionVector] = {v.stream: v.vector for v in query.vectors}
         shards = node.topology.shards or 0
-        covered = tuple(shard for shard in sorted(set(query.shards))
-                        if 0 <= shard < shards and self._covers(shard, src, theirs))
-        return [Send(src, ReleaseReply(covered))]
+        covered: list[int] = []
+        lacking: list[int] = []
+        for shard in sorted(set(query.shards)):
+            if not 0 <= shard < shards:
+                continue
+            if self._covers(shard, src, theirs):
+                covered.append(shard)
+            elif self._lacks(shard, theirs):
+                lacking.append(shard)
+        effects: list[Effect] = [Send(src, ReleaseReply(tuple(covered)))]
+        if lacking:
+            effects += node.anti_entropy.pull_from(src, lacking, now)
+        return effects
+
+    def _lacks(self, shard: int, theirs: dict[str, VersionVector]) -> bool:
+        """This peer replicates `shard` and the asker holds events of it that it lacks.
+
+        Then it pulls them from the asker. Anti-entropy alone may never do it: a peer pulls
+        a shard from the partners it picks for rounds, and those are the peers it shares a
+        shard with, so in a large mesh the retired replica of a shard is rarely picked by
+        the new set. When the old set is replaced at once and the new set never caught up
+        from it (a master elected by peers that did not know the old one was alive), the
+        retired replicas' queries are the one thing that reaches the new set."""
+        node = self.node
+        if node.name not in node.placement(shard):
+            return False
+        for stream, vector in theirs.items():
+            if node.shard_of(stream) != shard:
+                continue
+            mine = node.pull_vector(stream)
+            if any(mine.get(peer) < count for peer, count in vector.items()):
+                return True
+        return False
 
     def _covers(self, shard: int, asker: str, theirs: dict[str, VersionVector]) -> bool:
         node, rebalance = self.node, self.rebalance
