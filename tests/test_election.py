@@ -56,6 +56,19 @@ def test_a_failed_master_is_replaced_at_the_next_epoch_and_stays_replaced():
     assert [f for f in claims(state, old, all_caught_up) if f.shard == 0] == []
 
 
+def test_a_master_the_view_knows_nothing_of_is_not_replaced():
+    """A joiner folding its snapshot chunk by chunk may hold a shard's election but not the
+    master's join: that master is unknown, not dead, so nobody claims its shard. Once the
+    master is known failed, the shard is claimed at the next epoch."""
+    state = mesh()
+    state.apply_all([MasterElected(shard, "n99", 4) for shard in range(SHARDS)])
+    assert run_elections(state, PEERS) == [], "claimed shards whose master was merely unknown"
+    state.apply(MemberFailed("n99", 0, "n1"))
+    published = run_elections(state, PEERS)
+    assert sorted(f.shard for f in published) == list(range(SHARDS))
+    assert {f.epoch for f in published} == {5}
+
+
 def test_a_replica_that_is_not_caught_up_does_not_claim_and_nobody_claims_for_it():
     state = mesh()
     best = state.replica_set(3)[0]

@@ -160,3 +160,30 @@ def test_same_seed_same_journal() -> None:
         harness.run_for(1.0)
     assert first.journal == second.journal
     assert first.bytes_to == second.bytes_to
+
+
+def test_a_joiner_holding_part_of_its_snapshot_does_not_think_it_is_alone() -> None:
+    """A snapshot chunk with the mesh's elections but none of its members' joins left a
+    joiner with no live peer in view: it took itself for alone, counted its view as
+    current and elected itself master of shards whose masters were alive."""
+    import random
+
+    from meshstream.protocol.node import Node
+    from meshstream.store.memory import MemoryStore
+    from meshstream.wire.membership_messages import JoinReply
+    from topology.events import MasterElected, MemberJoined, fact_of
+
+    harness = Harness(81)
+    harness.form_mesh(["n1", "n2", "n3"])
+    harness.wait_for(lambda: all(harness.node("n1").topology.live_master(s) for s in range(harness.config.shards)),
+                     10, "seed=81: every shard has a master")
+    chunk = tuple(e for e in harness.node("n1").topology_events() if not isinstance(fact_of(e), MemberJoined))
+    assert any(isinstance(fact_of(e), MasterElected) for e in chunk)
+    joiner = Node("n4", "n4", harness.config, random.Random(81), MemoryStore(), ("n1",))
+    joiner.start(harness.now)
+    effects = joiner.receive("n1", JoinReply(chunk, False), harness.now + 0.01)
+    effects += joiner.tick(harness.now + 0.02)
+    assert not joiner.status()["synced"], "seed=81: a joiner mid-snapshot took itself for alone"
+    elected = [e for e in joiner.topology_events() if isinstance(fact_of(e), MasterElected)
+               and fact_of(e).peer == "n4"]
+    assert not elected, f"seed=81: the joiner elected itself: {[fact_of(e) for e in elected]}"

@@ -7,6 +7,10 @@ claims the next epoch, if it is caught up on the shard. A shard never elected st
 epoch 1. If two peers claim one epoch during a partition, the fold keeps the better-ranked
 claim on merge, so the loser simply sees a different master and steps down.
 
+A master the view has no liveness fact about at all is not dead: the view is partial (a
+joiner folding its snapshot chunk by chunk), and claiming its shard would take writes on a
+peer that never caught up from the old set. Only a master known failed or left is replaced.
+
 A replica that is not caught up does not claim, and no lesser replica claims in its place:
 each peer only knows its own catch-up state, and a lesser replica claiming would race the
 best one. The best one claims as soon as anti-entropy catches it up.
@@ -34,9 +38,11 @@ def claims(state: TopologyState, me: str, caught_up: Callable[[int], bool]) -> l
     for shard in state.shards_ranked_first(me):
         if state.live_master(shard) is not None:
             continue
+        current = state.master(shard)
+        if current is not None and state.member(current[0]) is None:
+            continue  # a master we know nothing of: our view is partial, not its master dead
         if not caught_up(shard):
             continue
-        current = state.master(shard)
         epoch = 1 if current is None else current[1] + 1
         elections.append(MasterElected(shard, me, epoch))
     elections.sort(key=lambda fact: fact.shard)

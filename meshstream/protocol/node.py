@@ -43,7 +43,7 @@ from meshstream.errors import CorruptRecord, LocalProtocolError, RemoteProtocolE
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.anti_entropy import AntiEntropy
 from meshstream.protocol.effects import Deliver, Effect, Journal, Persist, Reply, Send
-from meshstream.protocol.membership import Membership
+from meshstream.protocol.membership import CONFIGURE_ALONE_PERIODS, Membership
 from meshstream.protocol.placements import PlacementView
 from meshstream.protocol.reads import Reads
 from meshstream.protocol.rebalance import Rebalance
@@ -107,6 +107,7 @@ class Node:
         self._failed_cache: tuple[int, list[str]] | None = None
         self._writer_durable = False
         self._topology_synced = False
+        self._started_at = 0.0
         self._leaving = False
         self._next_gossip: float | None = None
         self._next_scrub: float | None = None
@@ -246,6 +247,7 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
     def start(self, now: float) -> list[Effect]:
         """Recover from the store, then join the mesh (or found it, with no seeds)."""
+        self._started_at = now
         self.log = TopologyLog(self._fresh_writer())
         self.log.load(self.store.read(TOPOLOGY_STREAM, VersionVector(), 1 << 40))
         own = self.topology.member(self.name)
@@ -302,6 +304,8 @@ class Node:
         if self._next_scrub is not None and now >= self._next_scrub:
             self._next_scrub = now + self.config.gossip_interval_s
             effects += self.scrubber.slice()
+        if not self._topology_synced and self._alone(now):
+            self._topology_synced = True  # seeds silent all along (no change of view says so)
         effects += self._elect(now)  # catch-up may have finished with no change of view
         return effects + self._settle(now)
 
@@ -534,12 +538,22 @@ class Node:
             if self.topology.version == self._settled_version:
                 break
             self._settled_version = self.topology.version
-            if not self._topology_synced and not [p for p in self.topology.live_peers() if p != self.name]:
+            if not self._topology_synced and self._alone(now):
                 self._topology_synced = True  # nobody else to learn from
             effects += self._elect(now)
             effects += self.writes.retry_parked(now)
             effects += self.writes.recheck_all()
         return effects
+
+    def _alone(self, now: float) -> bool:
+        """No live peer but us in the view, and nobody to hear from: a founder, or a peer
+        whose seeds have not answered for as long as a joiner waits before configuring the
+        mesh alone. A joiner's view lacks peers until its snapshot's chunks are all in: one
+        holding elections but not yet the masters' joins made joiners of a 500-peer mesh
+        think they were alone and elect themselves masters of shards whose masters lived."""
+        if [p for p in self.topology.live_peers() if p != self.name]:
+            return False
+        return not self.seeds or now >= self._started_at + CONFIGURE_ALONE_PERIODS * self.config.probe_interval_s
 
     def _elect(self, now: float) -> list[Effect]:
         if not self._topology_synced or self._leaving or self._mastered_version == self.topology.version:
