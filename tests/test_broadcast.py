@@ -97,3 +97,16 @@ def test_a_take_limited_to_changes_leaves_the_refreshes_queued():
     assert queue.take(4, transmit_limit=2, tier_max=CHANGE_TIER) == (left,)
     assert queue.take(4, transmit_limit=2) == (left, suspect)
     assert not queue.has_changes() and queue.tier_counts() == (0, 1)
+
+
+def test_a_fresh_change_goes_before_a_backlog_of_less_sent_changes():
+    queue = BroadcastQueue()
+    backlog = [_event(MemberJoined(f"p{i}", f"p{i}", 0), i) for i in range(1, 41)]
+    for event in backlog:
+        queue.push(event, CHANGE_TIER)
+    left = _event(MemberLeft("p99", 0), 99)
+    queue.push(left, CHANGE_TIER)
+    limit = 4
+    messages = [queue.take(2, transmit_limit=limit) for _ in range(limit)]
+    assert all(message[0] == left for message in messages), messages  # all its sends first
+    assert left.digest not in queue.transmits()

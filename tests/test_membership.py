@@ -20,7 +20,7 @@ from meshstream.clocks import Dot, VersionVector
 from meshstream.config import Config
 from meshstream.envelope import Event
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
-from meshstream.protocol.broadcast import BroadcastQueue
+from meshstream.protocol.broadcast import REFRESH_TIER, BroadcastQueue
 from meshstream.protocol.effects import Effect, Journal, Send, SendTo
 from meshstream.protocol.membership import BACKUP_DECLARE_FACTOR, DEAD_PROBE_PERIODS, Membership
 from meshstream.protocol.membership_state import ProbeOrder
@@ -466,8 +466,8 @@ def test_queue_sends_each_update_transmit_limit_times_least_sent_newest_first():
     queue = BroadcastQueue()
     events = [_event(i) for i in range(1, 6)]
     for event in events:
-        queue.push(event)
-    queue.push(events[0])  # a duplicate is one entry
+        queue.push(event, REFRESH_TIER)  # (changes go newest first whatever their sends: test_broadcast)
+    queue.push(events[0], REFRESH_TIER)  # a duplicate is one entry
     first = queue.take(2, transmit_limit=3)
     assert first == (events[4], events[3])  # newest first
     second = queue.take(3, transmit_limit=3)

@@ -3,9 +3,9 @@
 Each queued event is sent at most `transmit_limit` times (the caller passes
 `Config.retransmit_limit(N)`, lambda * ceil(log10(N + 1)), so an update reaches every peer
 with high probability while the cost per message stays constant). Each message takes up to
-`count_max` events: first by tier, then least-sent first and, among equally sent ones,
-newest first: fresh news spreads fastest, and an event that has been sent often is the
-likeliest to be known.
+`count_max` events: first by tier, then (refreshes) least-sent first and, among equally
+sent ones, newest first: fresh news spreads fastest, and an event that has been sent often
+is the likeliest to be known.
 
 Tiers: membership changes (a join, a leave, a failure, the mesh shape, an election; tier
 `CHANGE_TIER`) go before liveness refreshes (suspect and alive; `REFRESH_TIER`). Under
@@ -17,7 +17,13 @@ needs gossip less: the suspecter sends its suspicion to the suspect, the suspect
 it with its refutation directly, and the other peers wait twice the suspicion timeout,
 time enough for anti-entropy of `$topology` to bring the refutation.
 
-A heap ordered by (tier, transmits, -sequence) gives the next events in O(k log Q). The
+Within the change tier the order is newest first whatever the sends so far: a 1000-peer
+mesh's ~1000 joins (16 sends owed each) took each peer hundreds of periods to send, and
+least-sent-first put a fresh leave, once sent twice, behind every join sent less (after 4
+periods of 10% loss it had been sent a median 2 times and 148 peers still lacked it).
+
+A heap ordered by (tier, rank, -sequence), rank the sends so far for refreshes and 0 for
+changes, gives the next events in O(k log Q). The
 queue is bounded: past `queue_events_max` it keeps the best three quarters (anti-entropy of
 the `$topology` stream repairs whatever gossip drops). The same event (by digest) queued
 twice is one entry.
@@ -50,7 +56,7 @@ class BroadcastQueue:
     def __init__(self, queue_events_max: int = QUEUE_EVENTS_MAX) -> None:
         assert queue_events_max >= 4, queue_events_max
         self._queue_events_max = queue_events_max
-        self._heap: list[tuple[int, int, int, Event]] = []  # (tier, transmits, -sequence, event)
+        self._heap: list[tuple[int, int, int, int, Event]] = []  # (tier, rank, -sequence, transmits, event)
         self._queued: set[bytes] = set()  # digests in the heap
         self._sequence = 0
 
@@ -63,7 +69,7 @@ class BroadcastQueue:
         if event.digest in self._queued:
             return
         self._sequence += 1
-        heapq.heappush(self._heap, (tier, 0, -self._sequence, event))
+        heapq.heappush(self._heap, (tier, 0, -self._sequence, 0, event))
         self._queued.add(event.digest)
         if len(self._heap) > self._queue_events_max:
             self._trim()
@@ -72,19 +78,20 @@ class BroadcastQueue:
         """Up to `count_max` events of tiers up to `tier_max` for one message, counting this
         transmission."""
         assert transmit_limit >= 1, transmit_limit
-        taken: list[tuple[int, int, int, Event]] = []
+        taken: list[tuple[int, int, int, int, Event]] = []
         while self._heap and len(taken) < count_max and self._heap[0][0] <= tier_max:
             taken.append(heapq.heappop(self._heap))
-        for tier, transmits, negative_sequence, event in taken:
+        for tier, _, negative_sequence, transmits, event in taken:
             if transmits + 1 < transmit_limit:
-                heapq.heappush(self._heap, (tier, transmits + 1, negative_sequence, event))
+                rank = transmits + 1 if tier == REFRESH_TIER else 0
+                heapq.heappush(self._heap, (tier, rank, negative_sequence, transmits + 1, event))
             else:
                 self._queued.discard(event.digest)
-        return tuple(entry[3] for entry in taken)
+        return tuple(entry[4] for entry in taken)
 
     def transmits(self) -> dict[bytes, int]:
         """Digest -> times sent, for tests and status pages."""
-        return {event.digest: transmits for _, transmits, _, event in self._heap}
+        return {event.digest: transmits for _, _, _, transmits, event in self._heap}
 
     def has_changes(self) -> bool:
         """True while a membership change (`CHANGE_TIER`) is queued."""
@@ -99,7 +106,7 @@ class BroadcastQueue:
         keep = heapq.nsmallest(self._queue_events_max * 3 // 4, self._heap)
         self._heap = keep
         heapq.heapify(self._heap)
-        self._queued = {entry[3].digest for entry in keep}
+        self._queued = {entry[4].digest for entry in keep}
 
 
 def chunk_events(events: list[Event], events_max: int, bytes_max: int) -> list[tuple[tuple[Event, ...], bool]]:
