@@ -88,8 +88,7 @@ class LoadHints:
         for entry in hints.rates:
             # Most entries are the ones held here already (a table of every shard arrives
             # twice a gossip interval): those are passed over without a call of _merge.
-            held = table.get(entry.shard)
-            if held is None or held.epoch < entry.epoch or (held.epoch == entry.epoch and held.stamp < entry.stamp):
+            if _newer(entry, table.get(entry.shard)):
                 self._merge(entry)
         return []
 
@@ -97,8 +96,7 @@ class LoadHints:
         shards = self.node.topology.shards
         if shards is None or entry.shard >= shards:
             return
-        held = self._table.get(entry.shard)
-        if held is not None and (held.epoch, held.stamp) >= (entry.epoch, entry.stamp):
+        if not _newer(entry, self._table.get(entry.shard)):
             return
         self._table[entry.shard] = entry
         quantized = round(entry.rate_milli / 1000 / RATE_QUANTUM_PER_S) * RATE_QUANTUM_PER_S
@@ -110,3 +108,8 @@ class LoadHints:
     def rates(self) -> dict[int, float]:
         """Shard -> events/s (quantized) as far as this peer knows; absent: idle or unknown."""
         return {shard: rate for shard, rate in self._quantized.items() if rate > 0}
+
+
+def _newer(entry: ShardRate, held: ShardRate | None) -> bool:
+    """`entry` supersedes `held`: a greater (epoch, stamp), compared without building tuples."""
+    return held is None or held.epoch < entry.epoch or (held.epoch == entry.epoch and held.stamp < entry.stamp)

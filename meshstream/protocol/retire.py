@@ -35,6 +35,7 @@ confirmation was forgotten when it left).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -186,15 +187,7 @@ class Retirement:
         from it (a master elected by peers that did not know the old one was alive), the
         retired replicas' queries are the one thing that reaches the new set."""
         node = self.node
-        if node.name not in node.placement(shard):
-            return False
-        for stream, vector in theirs.items():
-            if node.shard_of(stream) != shard:
-                continue
-            mine = node.pull_vector(stream)
-            if any(mine.get(peer) < count for peer, count in vector.items()):
-                return True
-        return False
+        return node.name in node.placement(shard) and not self._holds(shard, theirs, node.pull_vector)
 
     def _covers(self, shard: int, asker: str, theirs: dict[str, VersionVector]) -> bool:
         node, rebalance = self.node, self.rebalance
@@ -211,10 +204,16 @@ class Retirement:
                 return False
         elif not rebalance.confirmed_here(shard, master):
             return False
+        return self._holds(shard, theirs, node.store.version_vector)
+
+    def _holds(self, shard: int, theirs: dict[str, VersionVector],
+               vector_of: Callable[[str], VersionVector]) -> bool:
+        """`vector_of` (this peer's vectors) covers every dot of `shard` in the asker's `theirs`."""
+        node = self.node
         for stream, vector in theirs.items():
             if node.shard_of(stream) != shard:
                 continue
-            mine = node.store.version_vector(stream)
+            mine = vector_of(stream)
             if any(mine.get(peer) < count for peer, count in vector.items()):
                 return False
         return True
