@@ -128,6 +128,14 @@ def test_events_missing_in_peer_counter_order_with_limit(store):
     assert [e.dot for e in missing] == [Dot("n1", 2), Dot("n1", 3), Dot("n2", 1)]
 
 
+def test_envelopes_missing_are_the_envelopes_of_events_missing(store):
+    events = chain("s", "n2", 5) + chain("s", "n1", 4, prefix="o")
+    store.append_batch(events, on_conflict="resolve")
+    for have, limit in [(VersionVector(), 100), (VersionVector({"n1": 2}), 4), (VersionVector({"n1": 4, "n2": 5}), 9)]:
+        expected = [e.envelope for e in store.events_missing("s", have, limit)]
+        assert store.envelopes_missing("s", have, limit) == expected, (have, limit)
+
+
 def test_shard_digest_equal_iff_vectors_equal(store):
     other = MemoryStore()
     events = chain("s", "n1", 3) + chain("t", "n1", 2)

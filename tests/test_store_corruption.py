@@ -86,6 +86,25 @@ def test_flipped_byte_anywhere_is_detected_and_others_served(tmp_path, snapshot)
         store.close()
 
 
+def test_a_partner_is_never_sent_a_corrupt_envelope(tmp_path):
+    """The anti-entropy read path checks digests without decoding: a flipped byte in a
+    body or in its digest leaves that envelope out and marks the record corrupt."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    for trial in range(6):
+        directory = tmp_path / f"d{trial}"
+        events = build(str(directory))
+        offsets = record_offsets(events)
+        victim = rng.randrange(1, EVENTS - 1)
+        flip(directory / "00000001.seg", offsets[victim] + rng.randrange(HEADER_BYTES + len(events[victim].envelope)))
+        store = SegmentStore.open(str(directory))
+        context = f"seed={seed} trial={trial} victim={victim}"
+        sent = store.envelopes_missing("s", VersionVector(), 1000)
+        assert sent == [e.envelope for i, e in enumerate(events) if i != victim], context
+        assert [error.offset for error in store.corrupt_records()] == [offsets[victim]], context
+        store.close()
+
+
 def test_scrub_finds_corruption_before_any_read(tmp_path):
     directory = tmp_path / "data"
     events = build(str(directory))

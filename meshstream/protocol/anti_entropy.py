@@ -6,9 +6,10 @@ one 16-byte digest per shard either of them replicates, and the `$topology` dige
 digests end the round there, so an in-sync round costs the same bytes at a thousand events
 as at a million. For a differing shard, each side that replicates it sends a `SyncPull`
 with its per-stream version vectors; the other answers with `SyncEnvelopes` carrying
-exactly the events that vector lacks (`store.events_missing`) as raw envelopes, cut at
-`anti_entropy_batch_events_max` events or `anti_entropy_batch_bytes_max` bytes; the
-receiver checks and decodes the batch in one pass (`wire.envelope_batch`).
+exactly the events that vector lacks as raw envelopes (`store.envelopes_missing`: read and
+digest-checked, never decoded), cut at `anti_entropy_batch_events_max` events or
+`anti_entropy_batch_bytes_max` bytes; the receiver checks and decodes the batch in one
+pass (`wire.envelope_batch`).
 
 Catch-up: a cut batch says `more`, and the receiver continues it with a `SyncContinue` to
 the same partner for the same shards (no offer round), answered with batches of up to
@@ -30,7 +31,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from meshstream.clocks import VersionVector
-from meshstream.envelope import Event
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.effects import Effect, Send
 from meshstream.wire.envelope_batch import decode_envelopes
@@ -163,9 +163,8 @@ class AntiEntropy:
         limit_shards = node.topology.shards or 0
         shards = sorted({s for s in pull.shards if 0 <= s < limit_shards})
         events_max = CATCHUP_BATCH_EVENTS_MAX if type(pull) is SyncContinue else None
-        events, more = self._collect(shards, pull, src, events_max)
-        envelopes = tuple([event.envelope for event in events])
-        effects: list[Effect] = [Send(src, SyncEnvelopes(pull.round_id, envelopes, more))]
+        envelopes, more = self._collect(shards, pull, events_max)
+        effects: list[Effect] = [Send(src, SyncEnvelopes(pull.round_id, tuple(envelopes), more))]
         mine = node.responsible_shards(node.name)
         want = [s for s in pull.answer_shards if 0 <= s < limit_shards and s in mine]
         if want or pull.answer_topology:
@@ -175,15 +174,14 @@ class AntiEntropy:
                 effects.append(Send(src, answer))
         return effects
 
-    def _collect(self, shards: list[int], pull: SyncPull, src: str,
-                 events_max: int | None) -> tuple[list[Event], bool]:
-        """The events the puller lacks, up to the batch bounds (`events_max`, or the
-        config's); True when cut short."""
+    def _collect(self, shards: list[int], pull: SyncPull, events_max: int | None) -> tuple[list[bytes], bool]:
+        """The envelopes of the events the puller lacks, up to the batch bounds
+        (`events_max`, or the config's); True when cut short."""
         config = self.node.config
         events_max = events_max or config.anti_entropy_batch_events_max
         budget = config.anti_entropy_batch_bytes_max
         theirs = {v.stream: v.vector for v in pull.vectors}
-        found: list[Event] = []
+        found: list[bytes] = []
         sources: list[tuple[str, VersionVector]] = []
         if pull.topology is not None:
             sources.append((TOPOLOGY_STREAM, pull.topology))
@@ -192,14 +190,14 @@ class AntiEntropy:
         for stream, vector in sources:
             room = events_max - len(found)
             if stream == TOPOLOGY_STREAM:
-                candidates = self.node.log.missing_for(vector, room + 1, pull.topology_holes)
+                candidates = [e.envelope for e in self.node.log.missing_for(vector, room + 1, pull.topology_holes)]
             else:
-                candidates = self.node.missing_events(stream, vector, room + 1)
-            for event in candidates:
-                cost = event.size() + EVENT_OVERHEAD_BYTES
+                candidates = self.node.missing_envelopes(stream, vector, room + 1)
+            for envelope in candidates:
+                cost = len(envelope) + EVENT_OVERHEAD_BYTES
                 if len(found) >= events_max or (found and cost > budget):
                     return found, True
-                found.append(event)
+                found.append(envelope)
                 budget -= cost
         return found, False
 

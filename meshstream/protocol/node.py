@@ -219,6 +219,12 @@ class Node:
         merged = sorted(found + extra, key=lambda e: (e.dot.peer, e.dot.counter))
         return merged[:limit]
 
+    def missing_envelopes(self, stream: str, vector: VersionVector, limit: int) -> list[bytes]:
+        """The envelopes of `missing_events`; the store's checked but not decoded."""
+        if stream == TOPOLOGY_STREAM or any(not vector.contains(d) for d in self._losers.get(stream, ())):
+            return [event.envelope for event in self.missing_events(stream, vector, limit)]
+        return self.store.envelopes_missing(stream, vector, limit) if limit > 0 else []
+
     def status(self) -> dict:
         """A JSON-able document: this peer, the members, and each stream held here."""
         members = [

@@ -67,6 +67,9 @@ class EventStore(Protocol):
         """Up to `limit` served events whose dots `have` lacks, in (peer, counter) order:
         what a partner with vector `have` is missing. Skips corrupt records."""
 
+    def envelopes_missing(self, stream: str, have: VersionVector, limit: int) -> list[bytes]:
+        """The envelopes of `events_missing`, digest-checked but not decoded."""
+
     def version_vector(self, stream: str) -> VersionVector: ...
 
     def streams(self) -> list[str]:

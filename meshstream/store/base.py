@@ -1,8 +1,9 @@
 """`IndexedStore`: the EventStore behaviour both stores share, over `index.StoreIndex`.
 
 A subclass supplies where record bytes live: `_load_many(rids)` (events or CorruptRecord
-errors, never raising for a bad record), `_locate(prepared)` (lay a prepared batch out),
-`write_prepared` and `_committed(prepared)` (record locations). Everything else, the
+errors, never raising for a bad record; `_load_envelopes` may skip the decoding),
+`_locate(prepared)` (lay a prepared batch out), `write_prepared` and `_committed(prepared)`
+(record locations). Everything else, the
 natural-key rules, conflict resolution, version vectors, canonical order, cursors, shard
 digests and scrubbing, lives here once, so the two stores cannot drift apart.
 
@@ -126,6 +127,10 @@ class IndexedStore:
     def _check(self, rid: int) -> CorruptRecord | None:
         """Verify one record's bytes (any kind) without serving it."""
         raise NotImplementedError
+
+    def _load_envelopes(self, rids: Sequence[int]) -> list[bytes | CorruptRecord]:
+        """`_load_many`'s envelope bytes; a store that can skip decoding overrides it."""
+        return [item.envelope if type(item) is Event else item for item in self._load_many(rids)]
 
     def _locate(self, prepared: Prepared) -> None:
         """Lay out and encode the batch (caller's thread)."""
@@ -481,6 +486,23 @@ class IndexedStore:
 
     def events_missing(self, stream: str, have: VersionVector, limit: int) -> list[Event]:
         """Up to `limit` served events whose dots `have` lacks, in (peer, counter) order."""
+        return self._fetch_many(self._missing_rids(stream, have, limit))
+
+    def envelopes_missing(self, stream: str, have: VersionVector, limit: int) -> list[bytes]:
+        """The envelopes of `events_missing`, checked but not decoded (a partner's batch)."""
+        rids = self._missing_rids(stream, have, limit)
+        loaded = self._load_envelopes(rids)
+        if all(type(item) is bytes for item in loaded):
+            return loaded
+        envelopes = []
+        for rid, item in zip(rids, loaded):
+            if isinstance(item, CorruptRecord):
+                self._note_corrupt(rid, item)
+            else:
+                envelopes.append(item)
+        return envelopes
+
+    def _missing_rids(self, stream: str, have: VersionVector, limit: int) -> list[int]:
         _check_limit(limit)
         found = self._index.stream(stream)
         if found is None or limit == 0:
@@ -494,7 +516,7 @@ class IndexedStore:
                     break
                 if states[rid] == LIVE:
                     wanted.append(rid)
-        return self._fetch_many(wanted)
+        return wanted
 
     def version_vector(self, stream: str) -> VersionVector:
         found = self._index.stream(stream)

@@ -396,6 +396,35 @@ def read_run(data: bytes, ats: list[int], lengths: list[int]) -> tuple[list[Even
     return result, bad
 
 
+def read_run_envelopes(data: bytes, ats: list[int], lengths: list[int]) -> tuple[list[bytes | str], list[int]]:
+    """The envelope bytes of each record at data[at:at + length], checked but not decoded
+    (what a partner is sent: it decodes them itself), and the positions of the unsound
+    ones (whose entries say why). The digest covers every byte of the body, so one hash
+    per usual record is the whole check; anything unusual goes through `read_event`."""
+    result: list[bytes | str] = []
+    bad: list[int] = []
+    append, frames, unpack, blake = result.append, _frames, _unpack_header, _blake3
+    for at, length in zip(ats, lengths):
+        loaded: bytes | str | None = None
+        if len(data) >= at + length >= at + HEADER_BYTES:
+            magic, size, header_digest = unpack(data, at)
+            frame = (frames.get(size) or _frame(size)) if magic == EVENT_MAGIC and size == length - HEADER_BYTES else None
+            if frame is not None:
+                prefix, start, end = frame
+                envelope = data[at + HEADER_BYTES:at + length]
+                if envelope.startswith(prefix) and envelope.startswith(_DIGEST_MARK, end):
+                    digest = envelope[end + 2:]
+                    sound = digest.startswith(header_digest) and blake(envelope[start:end]).digest() == digest
+                    loaded = envelope if sound else MISMATCH
+        if loaded is None:  # anything unusual: the general path
+            event = read_event(data, at, length)
+            loaded = event if type(event) is str else event.envelope
+        if type(loaded) is str:
+            bad.append(len(result))
+        append(loaded)
+    return result, bad
+
+
 def scan_run(data: bytes, offset: int, end: int, count_max: int) -> tuple[list[Event], list[int], list[int]]:
     """Sound, usually framed event records from `offset` on (at most `count_max`), as
     (events, offsets, lengths); stops before the first record that is anything else

@@ -468,9 +468,17 @@ class SegmentStore(IndexedStore):
     def _load_many(self, rids: Sequence[int]) -> list[Event | CorruptRecord]:
         """Events by rid; adjacent records are fetched with one pread and checked and
         decoded by one `records.read_run`."""
-        result: list[Event | CorruptRecord] = []
+        return self._read_runs(rids, records.read_run)
+
+    def _load_envelopes(self, rids: Sequence[int]) -> list[bytes | CorruptRecord]:
+        """Envelope bytes by rid, checked (one hash each) but not decoded."""
+        return self._read_runs(rids, records.read_run_envelopes)
+
+    def _read_runs(self, rids: Sequence[int], reader: Any) -> list[Any]:
+        """`reader`'s results for each rid, adjacent records fetched with one pread."""
+        result: list[Any] = []
         segments, offsets, lengths = self._rid_segment, self._rid_offset, self._rid_length
-        read_run, start, count = records.read_run, 0, len(rids)
+        start, count = 0, len(rids)
         while start < count:
             first = rids[start]
             end, segment, base = start + 1, segments[first], offsets[first]
@@ -484,7 +492,7 @@ class SegmentStore(IndexedStore):
             data = os.pread(self._read_fd(segment), stop - base, base)
             run = rids[start:end]
             ats = [offsets[rid] - base for rid in run]
-            loaded, bad = read_run(data, ats, [lengths[rid] for rid in run])
+            loaded, bad = reader(data, ats, [lengths[rid] for rid in run])
             for position in bad:
                 loaded[position] = records.corrupt_error(segment_name(segment), ats[position] + base, loaded[position])
             result += loaded
