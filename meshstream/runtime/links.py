@@ -1,8 +1,8 @@
 """Outgoing peer connections, one per address, kept alive with backoff and jitter.
 
 `PeerLinks.send(address, message)` never blocks: it queues the message on that address's
-link (a bounded channel that survives reconnects) and starts the link's task on first use.
-The task dials, handshakes, drains the channel through a `Connection`, and on any failure
+link (a bounded `Outbox` that survives reconnects) and starts the link's task on first use.
+The task dials, handshakes, drains the outbox through a `Connection`, and on any failure
 waits `backoff` (doubling from `RECONNECT_BACKOFF_MIN_S` to `RECONNECT_BACKOFF_MAX_S`, with
 +-50% jitter so a restarted mesh does not reconnect in lock step) before dialling again.
 Messages are best effort: when a link's queue is full, new messages are dropped, as a
@@ -16,6 +16,8 @@ A link that has never connected backs off at most `RECONNECT_BACKOFF_UNMET_MAX_S
 seed still starting). A link that has failed for `LINK_IDLE_S` with nothing new to send
 ends; the next `send` starts it again. Messages that arrive on an outgoing connection are
 handed to `on_message` with the remote's name from its Hello, like those on incoming ones.
+With a `flusher`, a connected link's sends wait for the owner's `flusher.flush()` (see
+`transport.Connection`); `on_drained` is called after each run of messages read.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import trio
 from meshstream import ids
 from meshstream.config import Config
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
-from meshstream.runtime.transport import Connection, ConnectionClosed, handshake
+from meshstream.runtime.transport import Connection, ConnectionClosed, Flusher, Outbox, handshake
 from meshstream.wire.messages import Hello
 
 log = logging.getLogger("meshstream.links")
@@ -57,7 +59,7 @@ class _Link:
     def __init__(self, lane: tuple[str, str], queue_frames_max: int) -> None:
         self.lane = lane
         self.address = lane[0]
-        self.outbox, self.inbox = trio.open_memory_channel[Any](queue_frames_max)
+        self.outbox = Outbox(queue_frames_max)  # survives reconnects
         self.last_send = trio.current_time()
         self.connection: Connection | None = None
         self.remote_peer = ""
@@ -74,6 +76,8 @@ class PeerLinks:
         cluster_key: bytes | None,
         on_message: Callable[[str, Any], None],
         rng: random.Random | None = None,
+        flusher: Flusher | None = None,
+        on_drained: Callable[[], None] | None = None,
     ) -> None:
         self._nursery = nursery
         self._config = config
@@ -81,6 +85,8 @@ class PeerLinks:
         self._cluster_key = cluster_key
         self._on_message = on_message
         self._rng = rng or random.Random()
+        self._flusher = flusher
+        self._on_drained = on_drained
         self._links: dict[str, _Link] = {}
 
     def send(self, address: str, message: Any) -> bool:
@@ -93,10 +99,10 @@ class PeerLinks:
             link = self._links[lane] = _Link(lane, self._config.send_queue_frames_max)
             self._nursery.start_soon(self._run_link, link)
         link.last_send = trio.current_time()
-        try:
-            link.outbox.send_nowait(message)
-        except trio.WouldBlock:
+        if not link.outbox.put(message):
             return False
+        if link.outbox.connection is not None:
+            link.outbox.connection.queued()
         return True
 
     def connected_peers(self) -> list[str]:
@@ -105,10 +111,7 @@ class PeerLinks:
     async def drain(self, timeout_s: float) -> None:
         """Wait (at most `timeout_s`) until every connected link has sent what is queued."""
         with trio.move_on_after(timeout_s):
-            while any(
-                link.connection is not None and link.inbox.statistics().current_buffer_used
-                for link in self._links.values()
-            ):
+            while any(link.connection is not None and link.connection.sending for link in self._links.values()):
                 await trio.sleep(0.005)
 
     async def _run_link(self, link: _Link) -> None:
@@ -151,11 +154,11 @@ class PeerLinks:
     async def _serve(self, link: _Link, stream: trio.abc.Stream, session: Any) -> bool:
         remote = session.remote.peer
         label = f"{link.lane[1]} link {remote or '?'}@{link.address}"
-        connection = Connection(stream, session, self._config, label, channel=(link.outbox, link.inbox))
+        connection = Connection(stream, session, self._config, label, outbox=link.outbox, flusher=self._flusher)
         link.connection, link.remote_peer = connection, remote
         log.debug("%s: connected", label)
         try:
-            await connection.run(lambda message: self._on_message(remote, message))
+            await connection.run(lambda message: self._on_message(remote, message), self._on_drained)
         except RemoteProtocolError as exc:
             log.warning("%s: closed: %s", label, exc)
         except ConnectionClosed as exc:

@@ -30,7 +30,7 @@ from meshstream.config import Config
 from meshstream.errors import RemoteProtocolError
 from meshstream.runtime.driver import Driver, check_client_message
 from meshstream.runtime.links import PeerLinks
-from meshstream.runtime.transport import MESH_NAME_DEFAULT, Connection, ConnectionClosed, handshake, make_hello
+from meshstream.runtime.transport import MESH_NAME_DEFAULT, Connection, ConnectionClosed, Flusher, handshake, make_hello
 from meshstream.wire.messages import Hello
 
 log = logging.getLogger("meshstream.peer")
@@ -108,9 +108,11 @@ class Peer:
         store = self._store_factory(self.options.data_dir, self.config)
         try:
             async with trio.open_nursery() as nursery:
-                links = PeerLinks(nursery, self.config, self._hello, self.options.cluster_key, self._link_message)
+                flusher = Flusher()
+                links = PeerLinks(nursery, self.config, self._hello, self.options.cluster_key, self._link_message,
+                                  flusher=flusher, on_drained=self._inputs_done)
                 node = self._node_factory(self.options.name, self.address, self.config, store, self.options.join)
-                self.driver = Driver(node, store, self.config, links)
+                self.driver = Driver(node, store, self.config, links, flusher)
                 if freeze_loaded:
                     gc.freeze()  # after the node's modules are loaded too
                 await nursery.start(self.driver.run)
@@ -137,6 +139,10 @@ class Peer:
 
     def _hello(self) -> Hello:
         return make_hello(self.options.mesh, self.options.name, "peer", self.address)
+
+    def _inputs_done(self) -> None:
+        assert self.driver is not None
+        self.driver.inputs_done()
 
     def _link_message(self, src: str, message: Any) -> None:
         assert self.driver is not None
@@ -172,7 +178,7 @@ class Peer:
             return
         hello = session.remote
         label = f"{hello.role} {hello.peer or '-'} from {who}"
-        connection = Connection(stream, session, self.config, label)
+        connection = Connection(stream, session, self.config, label, flusher=self.driver.flusher)
         client = None
         if hello.role == "peer":
             if hello.address:
@@ -182,7 +188,7 @@ class Peer:
             client = self.driver.register_client(connection)
             on_message = lambda message: self._client_message(client, message)
         try:
-            await connection.run(on_message)
+            await connection.run(on_message, self.driver.inputs_done)
         except RemoteProtocolError as exc:
             log.warning("closed connection (%s): %s", label, exc)
         except ConnectionClosed as exc:
