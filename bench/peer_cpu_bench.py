@@ -41,7 +41,7 @@ from meshstream.cli import RUN_REPLICATION_FACTOR_DEFAULT, RUN_SHARDS_DEFAULT  #
 from meshstream.config import Config  # noqa: E402
 from meshstream.envelope import decode_event  # noqa: E402
 from meshstream.wire import schema  # noqa: E402
-from meshstream.protocol.effects import Deliver, Journal, Persist, Reply, Send, SendTo  # noqa: E402
+from meshstream.protocol.effects import Deliver, Journal, Persist, Reply, Send, SendTo, take_group_commit  # noqa: E402
 from meshstream.protocol.node import Node  # noqa: E402
 from meshstream.runtime.peer import GC_OLDER_RATIOS, GC_YOUNG_OBJECTS  # noqa: E402
 from meshstream.store.memory import MemoryStore  # noqa: E402
@@ -59,7 +59,7 @@ class RigPeer:
         self.store = store
         self.node = Node(name, name, config, random.Random(int.from_bytes(name.encode(), "big")), store, seeds)
         self.inbox: deque[tuple[str, bytes]] = deque()  # (src, frame bytes); src "" = client
-        self.persists: list[Persist] = []
+        self.persists: deque[Persist] = deque()
         self.cpu: dict[str, float] = defaultdict(float)
         self.replies: list[Any] = []
         # Each peer process has its own cache of decoded small envelopes: one shared cache
@@ -142,11 +142,7 @@ class Rig:
 
     def commit(self, peer: RigPeer) -> None:
         while peer.persists:
-            batch, count = [], 0
-            while peer.persists and (not batch or count + len(peer.persists[0].events) <= self.config.group_commit_events_max):
-                batch.append(peer.persists.pop(0))
-                count += len(batch[-1].events)
-            events = [e for p in batch for e in p.events]
+            batch, events = take_group_commit(peer.persists, self.config.group_commit_events_max)
 
             def write() -> None:
                 prepared = peer.store.prepare_batch(events, on_conflict="resolve")

@@ -45,7 +45,7 @@ class SimDisk:
         if generation != self.generation:
             self.lost_batches += 1
             return False
-        self.store.append_batch(list(events), on_conflict="resolve")  # type: ignore[attr-defined]
+        self.store.append_batch(events, on_conflict="resolve")  # type: ignore[attr-defined]
         self.batches += 1
         return True
 

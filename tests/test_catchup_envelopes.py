@@ -1,5 +1,6 @@
-"""Bulk envelope decoding (`wire.envelope_batch.decode_envelopes`) accepts and rejects
-exactly what `decode_event` does, one envelope at a time, and builds the same events."""
+"""Bulk envelope decoding (`wire.envelope_batch.decode_envelopes`, and `decode_run`, which
+returns an `EnvelopeRun` for a run) accepts and rejects exactly what `decode_event` does,
+one envelope at a time, and builds the same events."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event, decode_event
 from meshstream.errors import RemoteProtocolError
-from meshstream.wire.envelope_batch import decode_envelopes
+from meshstream.envelope_run import EnvelopeRun
+from meshstream.wire.envelope_batch import decode_envelopes, decode_run
 
 
 def _run(count: int, stream: str = "catch-up", writer: str = "n1.abc") -> list[Event]:
@@ -37,12 +39,17 @@ def _outcome(envelopes: list[bytes]) -> list[Event] | str:
 
 
 def _same(envelopes: list[bytes]) -> None:
+    for decode in decode_envelopes, decode_run:
+        _same_by(decode, envelopes)
+
+
+def _same_by(decode, envelopes: list[bytes]) -> None:
     expected = _outcome(envelopes)
     if expected == "rejected":
         with pytest.raises(RemoteProtocolError):
-            decode_envelopes(envelopes)
+            decode(envelopes)
         return
-    got = decode_envelopes(envelopes)
+    got = list(decode(envelopes))
     assert got == expected
     for mine, theirs in zip(got, expected):
         assert (mine.envelope, mine.digest, mine.metadata) == (theirs.envelope, theirs.digest, theirs.metadata)
@@ -63,6 +70,61 @@ def _sealed_body(body: bytes) -> bytes:
 def test_valid_batches_decode_to_the_same_events() -> None:
     _same([event.envelope for event in _mixed()])
     _same([])
+
+
+def _one_writer_run(count: int, stream: str = "catch-up", writer: str = "n1.abc", first: int = 5) -> list[Event]:
+    """What a catch-up of a stream with one master brings: each event in the context of
+    the one before."""
+    return Event.seal_run(stream, writer, first - 1, VersionVector({writer: first - 2}),
+                          [(b"k%05d" % i, b"x" * 200, ()) for i in range(count)])
+
+
+def test_a_catch_up_batch_decodes_to_a_run_of_the_same_events() -> None:
+    events = _one_writer_run(50)
+    run = decode_run([event.envelope for event in events])
+    assert type(run) is EnvelopeRun and (run.stream, run.writer, run.first, run.last) == ("catch-up", "n1.abc", 5, 54)
+    _same([event.envelope for event in events])
+    assert run.event_of(b"k00007") == events[7] and run.event_of(b"nope") is None
+
+
+@pytest.mark.parametrize("batch", ["gap", "two writers", "two streams", "metadata", "two-peer context", "system"])
+def test_batches_that_are_not_runs_decode_to_events(batch: str) -> None:
+    events = _one_writer_run(10)
+    if batch == "gap":
+        events = events[:4] + events[5:]
+    elif batch == "two writers":
+        events += _one_writer_run(3, writer="n2.def")
+    elif batch == "two streams":
+        events += _one_writer_run(3, stream="other", first=15)
+    elif batch == "metadata":
+        events.append(Event.sequence("catch-up", b"m", b"d", {"a": 1}, Dot("n1.abc", 15), VersionVector({"n1.abc": 14})))
+    elif batch == "two-peer context":
+        events = _run(10)
+    else:
+        events = _one_writer_run(10, stream="$topology")
+    assert type(decode_run([event.envelope for event in events])) is list
+    _same([event.envelope for event in events])
+
+
+RUN_GOOD = [1, "catch-up", b"k", b"data", {}, ["n1.abc", 9], ["n1.abc", 8]]
+RUN_BAD = [
+    (0, 2), (0, True), (1, ""), (1, b"catch-up"), (1, "bad\x00name"), (2, b""), (2, "k"), (2, b"k" * 201),
+    (3, "data"), (4, []), (4, {"a": 1.5}), (5, ["n1.abc", 0]), (5, ["n1.abc", True]), (5, ["", 9]),
+    (5, [["n1.abc"], 9]), (5, ["n1.abc", 9, 1]), (6, ["n1.abc", 0]), (6, ["n1.abc", True]), (6, [["x"], 8]),
+    (6, ["n1.abc"]), (6, {"n1.abc": 8}), (6, ["n1.abc", 2**63]), (5, ["n1.abc", 2**63]),
+]
+
+
+@pytest.mark.parametrize("index", range(len(RUN_BAD)))
+def test_a_bad_field_inside_a_run_is_rejected(index: int) -> None:
+    position, value = RUN_BAD[index]
+    envelopes = [event.envelope for event in _one_writer_run(8)]  # dots 5..12
+    fields = [*RUN_GOOD]
+    fields[position] = value
+    envelopes[4] = _sealed(fields)
+    with pytest.raises(RemoteProtocolError):
+        decode_run(envelopes)
+    _same(envelopes)
 
 
 GOOD = [1, "s", b"k", b"data", {}, ["n1", 5], ["n1", 4, "n2", 9]]

@@ -35,7 +35,8 @@ ALLOWED_ATTRIBUTES = {"random": {"Random"}}  # a seeded generator passed in is t
 # Lower number = lower layer. Unlisted meshstream modules are faces (the top).
 LAYERS = [
     (0, ("meshstream.errors", "meshstream.ids", "meshstream.config")),
-    (1, ("meshstream.cbor", "meshstream.clocks", "meshstream.envelope", "meshstream.ordering", "meshstream.wire")),
+    (1, ("meshstream.cbor", "meshstream.clocks", "meshstream.envelope", "meshstream.envelope_run", "meshstream.ordering",
+         "meshstream.wire")),
     (2, ("topology",)),
     (3, ("meshstream.store",)),
     (4, ("meshstream.protocol",)),

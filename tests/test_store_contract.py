@@ -8,11 +8,13 @@ import pytest
 
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
+from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import KeyConflict, LocalProtocolError
 from meshstream.ordering import canonical_order
 from meshstream.store.api import AppendResult
 from meshstream.store.memory import MemoryStore
 from meshstream.store.segment import SegmentStore
+from meshstream.wire.envelope_batch import decode_run
 
 R = AppendResult
 
@@ -134,6 +136,41 @@ def test_envelopes_missing_are_the_envelopes_of_events_missing(store):
     for have, limit in [(VersionVector(), 100), (VersionVector({"n1": 2}), 4), (VersionVector({"n1": 4, "n2": 5}), 9)]:
         expected = [e.envelope for e in store.events_missing("s", have, limit)]
         assert store.envelopes_missing("s", have, limit) == expected, (have, limit)
+
+
+def _as_run(events):
+    run = decode_run([event.envelope for event in events])
+    assert type(run) is EnvelopeRun
+    return run
+
+
+def test_a_run_is_stored_as_its_events_are(store):
+    """A run is decided whole when it is all new (no Event built), and event by event
+    when any of its dots or keys is held: either way as the same events as a list are."""
+    events = chain("s", "n1", 30)
+    rival = Event.sequence("s", events[25].key, b"rival", {}, Dot("n2", 1), VersionVector())
+    reused = Event.seal_run("s", "n1", 27, VersionVector({"n1": 26}), [(b"z%d" % i, b"d", ()) for i in range(5)])
+    reference = MemoryStore()
+    for batch, run in [(events[:1], False), (events[1:10], True), (events[5:15], True), ([rival], False),
+                       (events[15:30], True), (reused, True)]:  # reused: dots 28-30 name other events here
+        expected = reference.append_batch(batch, on_conflict="resolve")
+        assert store.append_batch(_as_run(batch) if run else batch, on_conflict="resolve") == expected
+        assert store.read("s", VersionVector(), 100) == reference.read("s", VersionVector(), 100)
+        assert store.version_vector("s") == reference.version_vector("s")
+        assert store.get("s", events[25].key) == reference.get("s", events[25].key)
+    assert store.events_missing("s", VersionVector(), 100) == reference.events_missing("s", VersionVector(), 100)
+
+
+def test_a_stored_run_survives_a_reopen(tmp_path):
+    events = chain("s", "n1", 40)
+    store = SegmentStore.open(str(tmp_path / "data"))
+    store.append_batch(events[:1])
+    store.append_batch(_as_run(events[1:40]), on_conflict="resolve")
+    store.close()
+    reopened = SegmentStore.open(str(tmp_path / "data"))
+    assert reopened.read("s", VersionVector(), 100) == events
+    assert reopened.version_vector("s") == VersionVector({"n1": 40})
+    reopened.close()
 
 
 def test_shard_digest_equal_iff_vectors_equal(store):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from meshstream.clocks import VersionVector
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.effects import Effect, Send
-from meshstream.wire.envelope_batch import decode_envelopes
+from meshstream.wire.envelope_batch import decode_run
 from meshstream.wire.replication_messages import (
     CATCHUP_BATCH_EVENTS_MAX,
     TOPOLOGY_HOLES_MAX,
@@ -208,7 +208,7 @@ class AntiEntropy:
         continued at once, while it is on its way to the store (catch-up pipelined: the
         partner reads the next batch during this one's commit and fsync), unless
         PIPELINED_EVENTS_MAX events are already in flight here; then at durability."""
-        events = decode_envelopes(batch.events) if type(batch) is SyncEnvelopes else batch.events
+        events = decode_run(batch.events) if type(batch) is SyncEnvelopes else batch.events
         if TOPOLOGY_SHARD in self._pulling and self._pulling[TOPOLOGY_SHARD][0] == src and not batch.more:
             self.node.topology_synced_with(src, now)
         if not batch.more or len(self.node.unpersisted) >= PIPELINED_EVENTS_MAX:

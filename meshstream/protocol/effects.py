@@ -9,7 +9,9 @@ the simulator) carries them out in order:
   (seeds when joining).
 - `Persist(token, events)`: make the events durable (`EventStore.append_batch(events,
   on_conflict="resolve")`, one fsync), then call `Node.persisted(token, now)`. A crash
-  before that loses them; the node never acknowledges a write before `persisted`.
+  before that loses them; the node never acknowledges a write before `persisted`. Several
+  Persists may share one group commit (`take_group_commit`). `events` may be an
+  `EnvelopeRun` (a tuple otherwise).
 - `Reply(client, message)`: answer a client connection.
 - `Deliver(stream, events)`: these events are now stored here; wake followers of `stream`.
 - `Journal(kind, text)`: a decision worth recording (election, failure declared, ...);
@@ -18,10 +20,13 @@ the simulator) carries them out in order:
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 from meshstream.envelope import Event
+from meshstream.envelope_run import EnvelopeRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +44,7 @@ class SendTo:
 @dataclass(frozen=True, slots=True)
 class Persist:
     token: int
-    events: tuple[Event, ...]
+    events: Sequence[Event]  # a tuple, or an EnvelopeRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +66,18 @@ class Journal:
 
 
 Effect = Union[Send, SendTo, Persist, Reply, Deliver, Journal]
+
+
+def take_group_commit(pending: deque[Persist], events_max: int) -> tuple[list[Persist], Sequence[Event]]:
+    """The next group commit from the front of `pending`: (the Persists taken, the events
+    to hand to `store.prepare_batch`). Persists go in order, at least one and then while
+    their events fit in `events_max`; a Persist of an `EnvelopeRun` goes alone and its run
+    is handed over as it is, so the store decides it whole without building its events."""
+    batch = [pending.popleft()]
+    if type(batch[0].events) is EnvelopeRun:
+        return batch, batch[0].events
+    count = len(batch[0].events)
+    while pending and type(pending[0].events) is not EnvelopeRun and count + len(pending[0].events) <= events_max:
+        batch.append(pending.popleft())
+        count += len(batch[-1].events)
+    return batch, [event for persist in batch for event in persist.events]

@@ -39,6 +39,7 @@ from meshstream import ids
 from meshstream.clocks import Dot, VersionVector
 from meshstream.config import Config
 from meshstream.envelope import Event, Metadata, normalize_metadata
+from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import CorruptRecord, LocalProtocolError, RemoteProtocolError
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.anti_entropy import AntiEntropy
@@ -47,7 +48,7 @@ from meshstream.protocol.membership import CONFIGURE_ALONE_PERIODS, Membership
 from meshstream.protocol.placements import PlacementView
 from meshstream.protocol.reads import Reads
 from meshstream.protocol.rebalance import Rebalance
-from meshstream.protocol.replication import Writes, sort_incoming, track_in_flight, untrack_in_flight
+from meshstream.protocol.replication import Writes, sort_incoming, take_run, track_in_flight, untrack_in_flight
 from meshstream.protocol.scrub import Scrubber
 from meshstream.protocol.timers import Timers
 from meshstream.protocol.topology_log import TopologyLog
@@ -385,7 +386,8 @@ class Node:
         purpose = self._tokens.pop(token)
         events, fresh = self._token_events.pop(token)
         untrack_in_flight(events, self.unpersisted, self._unpersisted_dots)
-        if not self._writer_durable and any(e.stream == TOPOLOGY_STREAM and e.dot.peer == self.writer for e in events):
+        if not self._writer_durable and type(events) is not EnvelopeRun \
+                and any(e.stream == TOPOLOGY_STREAM and e.dot.peer == self.writer for e in events):
             self._writer_durable = True
         effects = self._deliver(fresh, now)
         effects += self._on_durable(purpose, now)
@@ -403,7 +405,9 @@ class Node:
                 return []
         raise AssertionError(f"unknown persist purpose {purpose!r}")
 
-    def _deliver(self, fresh: list[Event], now: float) -> list[Effect]:
+    def _deliver(self, fresh: Sequence[Event], now: float) -> list[Effect]:
+        if type(fresh) is EnvelopeRun:
+            return [Deliver(fresh.stream, fresh)] + self.reads.wake(fresh.stream, now)
         by_stream: dict[str, list[Event]] = {}
         if fresh and fresh[0].stream == fresh[-1].stream and all(e.stream == fresh[0].stream for e in fresh):
             by_stream[fresh[0].stream] = fresh  # the usual batch: one stream
@@ -422,11 +426,12 @@ class Node:
         self._next_token += 1
         token = self._next_token
         self._tokens[token] = purpose
-        self._token_events[token] = (list(events), list(events if fresh is None else fresh))
+        run = type(events) is EnvelopeRun
+        self._token_events[token] = (events, events) if run else (list(events), list(events if fresh is None else fresh))
         streams = track_in_flight(events, self.unpersisted, self._unpersisted_dots, self._inflight_heads, self.store)
         for stream in sorted(streams - {TOPOLOGY_STREAM}):  # once per stream, not per event
             self._note_stream(stream)
-        return [Persist(token, tuple(events))]
+        return [Persist(token, events if run else tuple(events))]
 
     def sequence_event(self, stream: str, item: AppendItem) -> Event:
         """A new event of this writer in `stream` (the caller is the shard's master)."""
@@ -447,6 +452,11 @@ class Node:
 
     def take_events(self, src: str, events: Sequence[Event], now: float, purpose: tuple) -> list[Effect]:
         """Events from a peer (eager push or anti-entropy): persist those new here."""
+        if type(events) is EnvelopeRun:  # all new here: persisted whole, no Event built
+            effects = take_run(self, events, purpose)
+            if effects is not None:
+                return effects
+            events = events.events()
         topology = [e for e in events if e.stream == TOPOLOGY_STREAM]
         effects = self.absorb_topology(topology, now)[1] if topology else []
         fresh, again, conflicts = sort_incoming(self, events)  # again: in flight here already
@@ -466,6 +476,8 @@ class Node:
     def _note_conflict(self, event: Event, in_batch: Event | None = None) -> list[Effect]:
         """Keep the loser of a natural-key conflict, to hand its dot to partners."""
         existing = in_batch or self.unpersisted.get(event.natural_key)
+        if type(existing) is EnvelopeRun:
+            existing = existing.event_of(event.key)
         if existing is None:
             try:
                 existing = self.store.get(event.stream, event.key)

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from meshstream import ids
 from meshstream.envelope import Event, normalize_metadata
+from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import CorruptRecord, LocalProtocolError
 from meshstream.protocol.effects import Effect, Reply, Send
 from meshstream.wire.messages import AppendItem, AppendReply, AppendRequest, Appended
@@ -346,6 +348,8 @@ def track_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, bytes]
     writer the top of a run of dots contiguous with the store's vector (see
     `Node.pull_vector`). The store's vector and the run's head are read once per (stream,
     writer) run of `events`, not per event. Returns the streams of `events`."""
+    if type(events) is EnvelopeRun:
+        return _track_run(events, unpersisted, in_flight, heads, store)
     tops: dict[tuple[str, str], int] = {}  # (stream, writer) -> the head of its run so far
     starts: dict[tuple[str, str], int] = {}  # ... and before these events
     keep, add = unpersisted.setdefault, in_flight.add
@@ -379,11 +383,40 @@ def untrack_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, byte
     """Undo `track_in_flight` for events now durable (a natural key only if it still
     names this event: another copy of it may have gone in flight after it)."""
     drop, kept = in_flight.discard, unpersisted.get
+    if type(events) is EnvelopeRun:  # its keys map to the run itself (`_track_run`)
+        in_flight.difference_update(events.dots())
+        for natural in [natural for natural in events.naturals() if kept(natural) is events]:
+            del unpersisted[natural]
+        return
     for event in events:
         stream, dot = event.stream, event.dot
         drop((stream, dot.peer, dot.counter))
         if kept((stream, event.key)) is event:
             del unpersisted[stream, event.key]
+
+
+def _track_run(run: EnvelopeRun, unpersisted: dict, in_flight: set[tuple[str, str, int]],
+               heads: dict[str, dict[str, int]], store: EventStore) -> set[str]:
+    """`track_in_flight` for a run none of whose keys or dots is in flight (`take_run`):
+    each natural key maps to the run (`Node._note_conflict` finds its event there)."""
+    unpersisted.update(zip(run.naturals(), repeat(run)))
+    in_flight.update(run.dots())
+    stream, writer = run.stream, run.writer
+    if run.first == max(heads.get(stream, {}).get(writer, 0), store.version_vector(stream).get(writer)) + 1:
+        heads.setdefault(stream, {})[writer] = run.last
+    return {stream}
+
+
+def take_run(node: Node, run: EnvelopeRun, purpose: tuple) -> list[Effect] | None:
+    """`Node.take_events` for a run none of whose events is held here (`unheld_run`) or in
+    flight (its keys and dots, tested against the node's sets in C): the whole run is
+    fresh and is persisted as it is. None when any may be: the caller then takes the
+    run's events one by one (`sort_incoming`)."""
+    unheld_run = getattr(node.store, "unheld_run", None)
+    if unheld_run is None or not node.unpersisted.keys().isdisjoint(run.naturals()) \
+            or not node._unpersisted_dots.isdisjoint(run.dots()) or not unheld_run(run):
+        return None
+    return node.persist(run, purpose)
 
 
 def sort_incoming(node: Node, events: Sequence[Event]) -> tuple[list[Event], list[Event], list[Effect]]:

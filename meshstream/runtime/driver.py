@@ -44,7 +44,7 @@ import trio
 
 from meshstream.config import Config
 from meshstream.errors import RemoteProtocolError
-from meshstream.protocol.effects import Deliver, Journal, Persist, Reply, Send, SendTo
+from meshstream.protocol.effects import Deliver, Journal, Persist, Reply, Send, SendTo, take_group_commit
 from meshstream.runtime import trace
 from meshstream.runtime.commit import CommitThread
 from meshstream.runtime.transport import Flusher
@@ -254,8 +254,7 @@ class Driver:
 
     def _start_commit(self) -> None:
         while self._committing is None and self._pending_persists:
-            batch = self._take_batch()
-            events = [event for persist in batch for event in persist.events]
+            batch, events = take_group_commit(self._pending_persists, self.config.group_commit_events_max)
             if not events:
                 self._persisted(batch)
                 continue
@@ -264,16 +263,6 @@ class Driver:
             prepared = self.store.prepare_batch(events, on_conflict="resolve")
             self._committing = batch
             self._commit_thread.submit(prepared)
-
-    def _take_batch(self) -> list[Persist]:
-        batch: list[Persist] = []
-        events = 0
-        limit = self.config.group_commit_events_max
-        while self._pending_persists and (not batch or events + len(self._pending_persists[0].events) <= limit):
-            persist = self._pending_persists.popleft()
-            events += len(persist.events)
-            batch.append(persist)
-        return batch
 
     def _written(self, prepared: Any) -> None:
         """The commit thread wrote and fsynced `prepared` (called on the trio thread)."""

@@ -23,12 +23,14 @@ import blake3
 from meshstream import cbor
 from meshstream.clocks import EMPTY, Dot, VersionVector
 from meshstream.envelope import Event
+from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import CorruptRecord, KeyConflict, LocalProtocolError
 from meshstream.ids import SYSTEM_PREFIX, shard_of
 from meshstream.ordering import canonical_order
 from meshstream.store.api import AppendResult
 from meshstream.store.index import (CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_POSITION, StoreIndex,
                                     key_hash)
+from meshstream.store.runs import prepare_run, run_is_new
 
 OP_EVENT, OP_DOT = 1, 2
 CONFLICT_MODES = ("raise", "resolve")
@@ -157,16 +159,19 @@ class IndexedStore:
     # -- fetching --
     def _fetch_many(self, rids: Sequence[int]) -> list[Event]:
         """The events of LIVE `rids`, skipping (and recording) corrupt ones."""
-        loaded = self._load_many(rids)
-        if all(type(item) is Event for item in loaded):
+        return self._sound(rids, self._load_many(rids), Event)
+
+    def _sound(self, rids: Sequence[int], loaded: list[Any], kind: type) -> list[Any]:
+        """`loaded` (one item per rid) without its CorruptRecords, each recorded."""
+        if all(type(item) is kind for item in loaded):
             return loaded
-        events = []
+        kept = []
         for rid, item in zip(rids, loaded):
             if isinstance(item, CorruptRecord):
                 self._note_corrupt(rid, item)
             else:
-                events.append(item)
-        return events
+                kept.append(item)
+        return kept
 
     def _note_corrupt(self, rid: int, error: CorruptRecord) -> None:
         self._index.mark_corrupt(rid)
@@ -234,6 +239,10 @@ class IndexedStore:
             result.append(new)
         return result
 
+    def unheld_run(self, run: EnvelopeRun) -> bool:
+        """`unheld` for a whole run: True when no dot and no key of it is held (runs.py)."""
+        return run_is_new(self._index, run)
+
     def absent_keys(self, stream: str, keys: Sequence[bytes]) -> list[bool]:
         """For each key, True when no record of the store has a natural key with its hash
         (`get(stream, key)` would say None); False: it may (ask `get`). A master checks
@@ -269,6 +278,12 @@ class IndexedStore:
         if self._pending is not None and self._pending.written:
             raise LocalProtocolError("a prepared batch is written but not committed")
         prepared = Prepared()
+        if type(events) is EnvelopeRun:  # decided as a whole when it is all new (runs.py)
+            if prepare_run(self._index, events, prepared):
+                self._locate(prepared)
+                self._pending = prepared
+                return prepared
+            events = events.events()
         index = self._index
         stream_ids, streams, key_known = index.stream_ids, index.streams, index.keys.contains
         table, mask = index.keys.hashes, index.keys.mask  # an empty first slot: unknown (KeyIndex.contains)
@@ -491,16 +506,7 @@ class IndexedStore:
     def envelopes_missing(self, stream: str, have: VersionVector, limit: int) -> list[bytes]:
         """The envelopes of `events_missing`, checked but not decoded (a partner's batch)."""
         rids = self._missing_rids(stream, have, limit)
-        loaded = self._load_envelopes(rids)
-        if all(type(item) is bytes for item in loaded):
-            return loaded
-        envelopes = []
-        for rid, item in zip(rids, loaded):
-            if isinstance(item, CorruptRecord):
-                self._note_corrupt(rid, item)
-            else:
-                envelopes.append(item)
-        return envelopes
+        return self._sound(rids, self._load_envelopes(rids), bytes)
 
     def _missing_rids(self, stream: str, have: VersionVector, limit: int) -> list[int]:
         _check_limit(limit)

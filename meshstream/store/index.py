@@ -29,6 +29,7 @@ from array import array
 
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
+from meshstream.envelope_run import EnvelopeRun
 from meshstream.store.key_table import KeyIndex, key_hash  # noqa: F401 (key_hash: re-exported)
 
 LIVE, LOSER, CORRUPT, DEAD = 0, 1, 2, 3
@@ -261,8 +262,11 @@ class StoreIndex:
     def add_events(self, events: list[Event], hashes: list[int]) -> int:
         """`add_event` for each of `events` (none of whose keys or dots is held here);
         returns the first rid. Each stream's run (a group commit may take `$topology` events
-        with the data) of one peer's consecutive counters beyond its log (a master's batch)
-        is registered with bulk array extends; anything else event by event (`_add_each`)."""
+        with the data) of one peer's consecutive counters beyond its log (a master's batch,
+        an `EnvelopeRun`) is registered with bulk array extends; anything else event by
+        event (`_add_each`)."""
+        if type(events) is EnvelopeRun:
+            return self._add_run(events, hashes)
         first, streams = len(self.rid_state), list(map(_stream_of, events))
         cuts = [at for at in range(1, len(events)) if streams[at] != streams[at - 1]] if streams.count(
             streams[0] if streams else None) != len(streams) else []
@@ -274,14 +278,18 @@ class StoreIndex:
         count = len(events)
         if not count:
             return len(self.rid_state)
-        dots = list(map(_dot_of, events))
-        peer, counters = dots[0].peer, list(map(_counter_of, dots))
-        stream = self.stream(events[0].stream)
+        if type(events) is EnvelopeRun:  # one peer's consecutive counters, no Event built
+            dots, peer, counters, name = None, events.writer, list(events.counters()), events.stream
+        else:
+            dots = list(map(_dot_of, events))
+            peer, counters, name = dots[0].peer, list(map(_counter_of, dots)), events[0].stream
+        stream = self.stream(name)
         log = None if stream is None else stream.logs.get(peer)
         if (counters[-1] - counters[0] != count - 1 or (log is not None and log.counters and log.counters[-1] >= counters[0])
-                or list(map(_peer_of, dots)).count(peer) != count or counters != list(range(counters[0], counters[-1] + 1))):
-            return self._add_each(events, hashes)
-        stream = stream or self._stream_for(events[0].stream)
+                or (dots is not None and list(map(_peer_of, dots)).count(peer) != count)
+                or counters != list(range(counters[0], counters[-1] + 1))):
+            return self._add_each(list(events), hashes)
+        stream = stream or self._stream_for(name)
         first = len(self.rid_state)
         self.rid_stream.extend(array("I", [stream.sid]) * count)
         self.rid_peer.extend(array("I", [self._peer_id(peer)]) * count)
@@ -308,7 +316,7 @@ class StoreIndex:
                 self._advance_vector(stream, peer, log)
         stream.served_max[peer] = counters[-1]
         for position in range(last, count):  # after one that does not go last, none does
-            self._place(stream, dots[position], first + position, False)
+            self._place(stream, events[position].dot, first + position, False)
         return first
 
     def _goes_last_count(self, stream: StreamIndex, peer: str, events: list[Event], counters: list[int]) -> int:
@@ -319,6 +327,9 @@ class StoreIndex:
         served_max = stream.served_max
         top = served_max.get(peer, 0)
         others = [(other, seen) for other, seen in served_max.items() if other != peer]
+        if not others and type(events) is EnvelopeRun and events.context_peer == peer \
+                and events.context_counts == [top] + counters[:-1]:
+            return len(events)  # the single-master case, read off the run's columns
         contexts = list(map(_context_counters_of, events))
         if not others and list(map(dict.get, contexts, itertools.repeat(peer), itertools.repeat(0))) == \
                 [top] + counters[:-1]:

@@ -40,6 +40,7 @@ import cbor2
 
 from meshstream.config import Config
 from meshstream.envelope import Event
+from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import CorruptRecord, LocalProtocolError
 from meshstream.store import records
 from meshstream.store.base import OP_EVENT, IndexedStore, Prepared
@@ -374,9 +375,11 @@ class SegmentStore(IndexedStore):
         events, special = prepared.events, prepared.special
         pack, magic, digest_bytes = records.HEADER.pack, records.EVENT_MAGIC, records.RECORD_DIGEST_BYTES
         header_bytes = records.HEADER_BYTES
-        envelopes = list(map(_envelope_of, events))
-        headers = [pack(magic, len(envelope), digest[:digest_bytes])
-                   for envelope, digest in zip(envelopes, map(_digest_of, events))]
+        if type(events) is EnvelopeRun:  # the bytes as received (their digests checked on the wire)
+            envelopes, digests = list(events.envelopes), events.digests
+        else:
+            envelopes, digests = list(map(_envelope_of, events)), map(_digest_of, events)
+        headers = [pack(magic, len(envelope), digest[:digest_bytes]) for envelope, digest in zip(envelopes, digests)]
         for position, how in special.items():
             if how.kind != OP_EVENT:
                 event = events[position]

@@ -31,6 +31,7 @@ from meshstream import ids
 from meshstream.clocks import COUNTER_MAX, Dot, VersionVector
 from meshstream.envelope import DATA_BYTES_HARD_MAX, DIGEST_BYTES, ENVELOPE_VERSION, Event, decode_event
 from meshstream.envelope import make_dot_unchecked, make_event_unchecked
+from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
 
 _blake3 = blake3.blake3
@@ -69,6 +70,23 @@ def _split(envelope: bytes) -> tuple[int, int]:
 def decode_envelopes(envelopes: Sequence[bytes]) -> list[Event]:
     """The events of `envelopes`, in order. Raises RemoteProtocolError if any is malformed,
     invalid or tampered (as `decode_event` would for it)."""
+    bodies, digests, slow = _checked_bodies(envelopes)
+    return _build(envelopes, digests, _decode_bodies(bodies, slow), slow)
+
+
+def decode_run(envelopes: Sequence[bytes]) -> EnvelopeRun | list[Event]:
+    """`decode_envelopes`, as an `EnvelopeRun` when the events form one (one writer's
+    consecutive dots in one stream, no metadata, one-peer contexts: a catch-up batch or a
+    master's push); the same checks, the same errors."""
+    bodies, digests, slow = _checked_bodies(envelopes)
+    fields = _decode_bodies(bodies, slow)
+    run = _run_of(envelopes, digests, fields) if not slow and envelopes else None
+    return run if run is not None else _build(envelopes, digests, fields, slow)
+
+
+def _checked_bodies(envelopes: Sequence[bytes]) -> tuple[list[bytes], list[bytes], dict[int, Event]]:
+    """(bodies, digests, slow): each usual envelope's body, its digest checked; an unusual
+    one decoded by `decode_event` into `slow` (its body and digest left empty)."""
     bodies: list[bytes] = []
     digests: list[bytes] = []
     slow: dict[int, Event] = {}  # position -> event decoded by decode_event
@@ -95,8 +113,7 @@ def decode_envelopes(envelopes: Sequence[bytes]) -> list[Event]:
             raise RemoteProtocolError("envelope digest does not match its body")
         bodies.append(body)
         digests.append(digest)
-    fields = _decode_bodies(bodies, slow)
-    return _build(envelopes, digests, fields, slow)
+    return bodies, digests, slow
 
 
 def _decode_bodies(bodies: list[bytes], slow: dict[int, Event]) -> list[list | None]:
@@ -120,6 +137,45 @@ def _decode_bodies(bodies: list[bytes], slow: dict[int, Event]) -> list[list | N
     except Exception as exc:  # the C decoder has raised unexpected types on hostile input
         raise RemoteProtocolError(f"malformed CBOR: {type(exc).__name__}: {exc}") from None
     return decoded
+
+
+def _run_of(envelopes: Sequence[bytes], digests: list[bytes], decoded: list) -> EnvelopeRun | None:
+    """The run of decoded bodies, every field checked as `_build` checks it but column by
+    column (a set of a column's types, its least and largest length or value: C loops),
+    the stream name and the two peer names once. None when the events are not a run, or
+    anything is wrong (`_build` then decides event by event and raises the precise error)."""
+    if set(map(type, decoded)) != {list} or set(map(len, decoded)) != {7}:
+        return None
+    versions, streams, keys, datas, metadatas, dots, contexts = zip(*decoded)
+    if set(map(type, versions)) != {int} or set(map(type, streams)) != {str} or set(map(type, keys)) != {bytes} \
+            or set(map(type, datas)) != {bytes} or set(map(type, metadatas)) != {dict}:
+        return None  # (types first: a set of the values fails on an unhashable one)
+    if len(set(streams)) != 1 or set(versions) != {ENVELOPE_VERSION} or any(metadatas) \
+            or streams[0].startswith(ids.SYSTEM_PREFIX):
+        return None
+    if min(map(len, keys)) < 1 or max(map(len, keys)) > ids.KEY_BYTES_MAX or max(map(len, datas)) > DATA_BYTES_HARD_MAX:
+        return None
+    if set(map(type, dots)) != {list} or set(map(len, dots)) != {2} or set(map(type, contexts)) != {list} \
+            or set(map(len, contexts)) != {2}:
+        return None
+    writers, counters = zip(*dots)
+    context_peers, context_counts = zip(*contexts)
+    if set(map(type, writers)) != {str} or set(map(type, context_peers)) != {str} \
+            or len(set(writers)) != 1 or len(set(context_peers)) != 1:
+        return None
+    for column in counters, context_counts:
+        if set(map(type, column)) != {int} or min(column) < 1 or max(column) > COUNTER_MAX:
+            return None
+    if counters != tuple(range(counters[0], counters[0] + len(counters))):
+        return None
+    try:
+        _check_stream(streams[0])
+        Dot.from_cbor([writers[0], 1])  # the peer-name rule, for both names
+        Dot.from_cbor([context_peers[0], 1])
+    except RemoteProtocolError:
+        return None
+    return EnvelopeRun(streams[0], writers[0], counters[0], list(keys), list(datas), context_peers[0],
+                       list(context_counts), digests, list(envelopes))
 
 
 def _build(envelopes: Sequence[bytes], digests: list[bytes], decoded: list[list | None],

@@ -1,0 +1,98 @@
+"""`EnvelopeRun`: a batch of checked events kept as columns, not as `Event` objects.
+
+A catch-up brings hundreds of thousands of events in batches of ~2000 that are nearly
+always one writer's consecutive dots in one stream, each in the context of the one
+before. Building an `Event` (and its `Dot` and `VersionVector`) for each, and walking
+each through the node's and the store's per-event checks, cost about half of a returning
+peer's CPU. A run keeps what those steps need as lists (keys, counters, digests, the
+envelope bytes as received), so the node tracks it in flight and the store lays it out
+and indexes it with whole-column operations (`Node.take_events`, `IndexedStore.unheld_run`,
+`prepare_batch`).
+
+A run is also a `Sequence[Event]`: any code that does not know runs (the simulator's disk
+model, a conflict check, a reader) gets the same events `decode_event` would give, built
+on first use and kept. `decode_run` (wire/envelope_batch.py) makes runs from envelopes,
+after checking every byte as `decode_envelopes` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from itertools import repeat
+from typing import overload
+
+from meshstream.clocks import VersionVector
+from meshstream.envelope import Event, make_dot_unchecked, make_event_unchecked
+
+_new = object.__new__
+
+
+class EnvelopeRun(Sequence[Event]):
+    """Events `writer:first` .. `writer:first + len - 1` of `stream`, in order, none with
+    metadata, the i-th in the context {context_peer: context_counts[i]}. Built only by
+    `decode_run` from checked envelopes; immutable by convention."""
+
+    __slots__ = ("stream", "writer", "first", "keys", "datas", "context_peer", "context_counts", "digests",
+                 "envelopes", "hashes", "_events")
+
+    def __init__(self, stream: str, writer: str, first: int, keys: list[bytes], datas: list[bytes],
+                 context_peer: str, context_counts: list[int], digests: list[bytes], envelopes: list[bytes]) -> None:
+        assert len(keys) == len(datas) == len(context_counts) == len(digests) == len(envelopes) > 0
+        self.stream, self.writer, self.first = stream, writer, first
+        self.keys, self.datas, self.digests, self.envelopes = keys, datas, digests, envelopes
+        self.context_peer, self.context_counts = context_peer, context_counts
+        self.hashes: list[int] | None = None  # natural-key hashes, once the store computed them
+        self._events: list[Event] | None = None
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.keys) - 1
+
+    def counters(self) -> range:
+        return range(self.first, self.first + len(self.keys))
+
+    def dots(self) -> Iterator[tuple[str, str, int]]:
+        """(stream, writer, counter) of each event: the node's in-flight dot entries."""
+        return zip(repeat(self.stream), repeat(self.writer), self.counters())
+
+    def naturals(self) -> Iterator[tuple[str, bytes]]:
+        return zip(repeat(self.stream), self.keys)
+
+    def events(self) -> list[Event]:
+        """The events, built once."""
+        if self._events is None:
+            stream, writer, peer = self.stream, self.writer, self.context_peer
+            built = []
+            for counter, key, data, count, digest, envelope in zip(self.counters(), self.keys, self.datas,
+                                                                   self.context_counts, self.digests, self.envelopes):
+                context = _new(VersionVector)
+                context._counters, context._hash = {peer: count}, None
+                built.append(make_event_unchecked(stream, key, data, (), make_dot_unchecked(writer, counter),
+                                                  context, digest, envelope))
+            self._events = built
+        return self._events
+
+    def event_of(self, key: bytes) -> Event | None:
+        """The event of the run with natural key (stream, `key`), if any."""
+        try:
+            return self.events()[self.keys.index(key)]
+        except ValueError:
+            return None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index):
+        return self.events()[index]
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events())
+
+    def __repr__(self) -> str:
+        return f"EnvelopeRun({self.stream!r}, {self.writer}:{self.first}..{self.last})"

@@ -1,0 +1,57 @@
+"""The store's whole-column path for an `EnvelopeRun` (envelope_run.py).
+
+`run_is_new(index, run)` says whether the index certainly holds none of a run's dots and
+none of its natural keys: the run's counters lie in no gap of its writer's log (one
+bisection) and no key's hash is in the key table (the hashes, computed once, are kept on
+the run for `prepare_run`). `prepare_run` decides a run so, and when it is new lays it out
+as one batch of plain event records with no per-event decision; anything else (a key or a
+dot the index may hold, two keys with one hash) is left to `prepare_batch`'s exact
+per-event rules, on the run's events.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import blake3
+
+from meshstream.envelope_run import EnvelopeRun
+from meshstream.store.api import AppendResult
+
+_blake3 = blake3.blake3
+_from_bytes = int.from_bytes
+
+
+def run_key_hashes(run: EnvelopeRun) -> list[int]:
+    """`key_hash` of each natural key of the run, computed once."""
+    if run.hashes is None:
+        prefix, blake, from_bytes = run.stream.encode("utf-8") + b"\x00", _blake3, _from_bytes
+        run.hashes = [from_bytes(blake(prefix + key).digest(length=8), "little") for key in run.keys]
+    return run.hashes
+
+
+def run_is_new(index, run: EnvelopeRun) -> bool:
+    """True when `index` certainly holds no dot and no natural key of `run`."""
+    hashes = run_key_hashes(run)
+    found = index.stream(run.stream)
+    log = None if found is None else found.logs.get(run.writer)
+    if log is not None and log.counters:
+        at = bisect.bisect_left(log.counters, run.first)
+        if at < len(log.counters) and log.counters[at] <= run.last:
+            return False
+    if len(set(hashes)) != len(hashes):
+        return False
+    keys = index.keys
+    table, mask, contains = keys.hashes, keys.mask, keys.contains  # an empty first slot: unknown
+    return not any(table[(hashed or 1) & mask] and contains(hashed) for hashed in hashes)
+
+
+def prepare_run(index, run: EnvelopeRun, prepared) -> bool:
+    """Fill the empty `prepared` with `run`, every event a plain new record, when the
+    index holds none of it (`run_is_new`); False, leaving it empty, otherwise."""
+    if not run_is_new(index, run):
+        return False
+    prepared.events = run
+    prepared.hashes = run.hashes
+    prepared.results = [AppendResult.STORED] * len(run)
+    return True

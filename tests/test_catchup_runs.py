@@ -1,0 +1,79 @@
+"""A node takes a catch-up batch that is a run (`EnvelopeRun`) whole: one Persist of the
+run itself, its keys and dots tracked in flight, no Event built; a run any of whose
+events is held or in flight here is taken event by event, and a conflict with a run in
+flight is found as with any event in flight."""
+
+from __future__ import annotations
+
+from meshstream.clocks import Dot, VersionVector
+from meshstream.envelope import Event
+from meshstream.envelope_run import EnvelopeRun
+from meshstream.protocol.effects import Journal, Persist
+from meshstream.wire.envelope_batch import decode_run
+from tests.node_harness import Harness
+
+NAMES = ["n1", "n2", "n3"]
+STREAM = "catch-up"
+
+
+def _events(first: int, count: int, writer: str = "n1") -> list[Event]:
+    return Event.seal_run(STREAM, writer, first - 1, VersionVector({writer: first - 2} if first > 2 else {}),
+                          [(b"k%05d" % counter, b"x" * 50, ()) for counter in range(first, first + count)])
+
+
+def _run(events: list[Event]) -> EnvelopeRun:
+    run = decode_run([event.envelope for event in events])
+    assert type(run) is EnvelopeRun
+    return run
+
+
+def _taken(node, batch, now: float) -> list[Persist]:
+    effects = node.take_events("n1", batch, now, ("sync", "n1", None))
+    return [effect for effect in effects if isinstance(effect, Persist)]
+
+
+def _mesh(seed: int):
+    harness = Harness(seed)
+    harness.form_mesh(NAMES)
+    return harness, harness.node("n3"), harness.now
+
+
+def test_a_new_run_is_persisted_whole_and_tracked_until_durable() -> None:
+    harness, node, now = _mesh(41)
+    run = _run(_events(2, 100))
+    persists = _taken(node, run, now)
+    assert len(persists) == 1 and persists[0].events is run, "seed=41"
+    assert run._events is None, "seed=41: no Event was built for the run"
+    assert node.unpersisted[STREAM, b"k00050"] is run
+    harness.peers["n3"].store.append_batch(run, on_conflict="resolve")
+    node.persisted(persists[0].token, now)
+    assert not any(stream == STREAM for stream, _ in node.unpersisted), "seed=41"
+    assert not any(dot[0] == STREAM for dot in node._unpersisted_dots), "seed=41"
+    assert harness.peers["n3"].store.version_vector(STREAM).get("n1") == 0  # 2..101: dot 1 never came
+    assert len(harness.peers["n3"].store.read(STREAM, VersionVector(), 1000)) == 100
+
+
+def test_the_next_pull_names_a_run_in_flight() -> None:
+    harness, node, now = _mesh(42)
+    first = _events(1, 1)
+    harness.peers["n3"].store.append_batch(first, on_conflict="resolve")
+    _taken(node, _run(_events(2, 100)), now)
+    assert node.pull_vector(STREAM).get("n1") == 101, "seed=42"
+
+
+def test_a_run_overlapping_events_in_flight_is_taken_event_by_event() -> None:
+    harness, node, now = _mesh(43)
+    _taken(node, _events(2, 10), now)  # dots 2..11 in flight, as events
+    persists = _taken(node, _run(_events(2, 30)), now)  # dots 2..31
+    assert len(persists) == 1 and type(persists[0].events) is tuple, "seed=43"
+    assert [event.dot.counter for event in persists[0].events] == list(range(12, 32)), "seed=43"
+
+
+def test_a_conflict_with_a_run_in_flight_is_found() -> None:
+    harness, node, now = _mesh(44)
+    run = _run(_events(2, 10))
+    _taken(node, run, now)
+    rival = Event.sequence(STREAM, b"k00005", b"rival", {}, Dot("n2", 1), VersionVector())
+    effects = node.take_events("n2", [rival], now, ("sync", "n2", None))
+    conflicts = [effect for effect in effects if isinstance(effect, Journal) and effect.kind == "conflict"]
+    assert len(conflicts) == 1 and "k00005" in conflicts[0].text, f"seed=44: {effects}"
