@@ -29,18 +29,21 @@ _new = object.__new__
 
 class EnvelopeRun(Sequence[Event]):
     """Events `writer:first` .. `writer:first + len - 1` of `stream`, in order, none with
-    metadata, the i-th in the context {context_peer: context_counts[i]}. Built only by
-    `decode_run` from checked envelopes; immutable by convention."""
+    metadata, the i-th in the context `context_base` plus {writer: writer_counts[i]} (the
+    other writers' entries are the same for every event of a run: one master sequenced
+    them). Built only by `decode_run` from checked envelopes; immutable by convention."""
 
-    __slots__ = ("stream", "writer", "first", "keys", "datas", "context_peer", "context_counts", "digests",
+    __slots__ = ("stream", "writer", "first", "keys", "datas", "context_base", "writer_counts", "digests",
                  "envelopes", "hashes", "_events")
 
     def __init__(self, stream: str, writer: str, first: int, keys: list[bytes], datas: list[bytes],
-                 context_peer: str, context_counts: list[int], digests: list[bytes], envelopes: list[bytes]) -> None:
-        assert len(keys) == len(datas) == len(context_counts) == len(digests) == len(envelopes) > 0
+                 context_base: dict[str, int], writer_counts: list[int], digests: list[bytes],
+                 envelopes: list[bytes]) -> None:
+        assert len(keys) == len(datas) == len(writer_counts) == len(digests) == len(envelopes) > 0
+        assert writer not in context_base
         self.stream, self.writer, self.first = stream, writer, first
         self.keys, self.datas, self.digests, self.envelopes = keys, datas, digests, envelopes
-        self.context_peer, self.context_counts = context_peer, context_counts
+        self.context_base, self.writer_counts = context_base, writer_counts
         self.hashes: list[int] | None = None  # natural-key hashes, once the store computed them
         self._events: list[Event] | None = None
 
@@ -61,12 +64,14 @@ class EnvelopeRun(Sequence[Event]):
     def events(self) -> list[Event]:
         """The events, built once."""
         if self._events is None:
-            stream, writer, peer = self.stream, self.writer, self.context_peer
+            stream, writer = self.stream, self.writer
+            before = {peer: count for peer, count in self.context_base.items() if peer < writer}  # sorted by peer
+            after = {peer: count for peer, count in self.context_base.items() if peer > writer}
             built = []
             for counter, key, data, count, digest, envelope in zip(self.counters(), self.keys, self.datas,
-                                                                   self.context_counts, self.digests, self.envelopes):
+                                                                   self.writer_counts, self.digests, self.envelopes):
                 context = _new(VersionVector)
-                context._counters, context._hash = {peer: count}, None
+                context._counters, context._hash = {**before, writer: count, **after}, None
                 built.append(make_event_unchecked(stream, key, data, (), make_dot_unchecked(writer, counter),
                                                   context, digest, envelope))
             self._events = built

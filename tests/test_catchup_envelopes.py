@@ -72,6 +72,9 @@ def test_valid_batches_decode_to_the_same_events() -> None:
     _same([])
 
 
+STREAM_OF_RUNS = "catch-up"
+
+
 def _one_writer_run(count: int, stream: str = "catch-up", writer: str = "n1.abc", first: int = 5) -> list[Event]:
     """What a catch-up of a stream with one master brings: each event in the context of
     the one before."""
@@ -87,7 +90,22 @@ def test_a_catch_up_batch_decodes_to_a_run_of_the_same_events() -> None:
     assert run.event_of(b"k00007") == events[7] and run.event_of(b"nope") is None
 
 
-@pytest.mark.parametrize("batch", ["gap", "two writers", "two streams", "metadata", "two-peer context", "system"])
+def test_a_run_after_a_change_of_master_keeps_the_old_writers_entries() -> None:
+    events = _run(30)  # writer n1.abc, contexts naming n2.def and n3.ghi too
+    run = decode_run([event.envelope for event in events])
+    assert type(run) is EnvelopeRun and run.context_base == {"n2.def": 7, "n3.ghi": 2}
+    assert run.writer_counts == list(range(10, 40))
+    _same([event.envelope for event in events])
+
+
+def _varying_other_writer() -> list[Event]:
+    items = [(b"v%05d" % i, b"x", ()) for i in range(10)]
+    return (Event.seal_run("catch-up", "n1.abc", 4, VersionVector({"n1.abc": 3, "n2.def": 1}), items[:5])
+            + Event.seal_run("catch-up", "n1.abc", 9, VersionVector({"n1.abc": 8, "n2.def": 2}), items[5:]))
+
+
+@pytest.mark.parametrize("batch", ["gap", "two writers", "two streams", "metadata", "varying other writer",
+                                   "writer not in context", "system"])
 def test_batches_that_are_not_runs_decode_to_events(batch: str) -> None:
     events = _one_writer_run(10)
     if batch == "gap":
@@ -98,8 +116,11 @@ def test_batches_that_are_not_runs_decode_to_events(batch: str) -> None:
         events += _one_writer_run(3, stream="other", first=15)
     elif batch == "metadata":
         events.append(Event.sequence("catch-up", b"m", b"d", {"a": 1}, Dot("n1.abc", 15), VersionVector({"n1.abc": 14})))
-    elif batch == "two-peer context":
-        events = _run(10)
+    elif batch == "varying other writer":
+        events = _varying_other_writer()
+    elif batch == "writer not in context":
+        events = Event.seal_run(STREAM_OF_RUNS, "n1.abc", 0, VersionVector({"n2.def": 3}), [(b"w", b"x", ())])
+        events += Event.seal_run(STREAM_OF_RUNS, "n1.abc", 1, VersionVector({"n2.def": 3}), [(b"w2", b"x", ())])
     else:
         events = _one_writer_run(10, stream="$topology")
     assert type(decode_run([event.envelope for event in events])) is list
@@ -228,4 +249,16 @@ def test_random_damage_is_judged_as_decode_event_judges_it(data: st.DataObject) 
         body[spot] ^= data.draw(st.integers(1, 255), label="body_mask")
         target = bytearray(_sealed_body(bytes(body)))
     envelopes[position] = bytes(target)
+    _same(envelopes)
+
+
+@pytest.mark.parametrize("context", ["unsorted", "twice", "bad name", "zero"])
+def test_a_run_whose_every_context_is_bad_is_rejected(context: str) -> None:
+    envelopes = []
+    for counter in range(5, 12):
+        entries = {"unsorted": ["n2.def", 3, "n1.abc", counter - 1], "twice": ["n1.abc", counter - 1] * 2,
+                   "bad name": ["", 3, "n1.abc", counter - 1], "zero": ["n1.abc", counter - 1, "n2.def", 0]}[context]
+        envelopes.append(_sealed([1, "catch-up", b"k%d" % counter, b"d", {}, ["n1.abc", counter], entries]))
+    with pytest.raises(RemoteProtocolError):
+        decode_run(envelopes)
     _same(envelopes)

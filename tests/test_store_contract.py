@@ -161,6 +161,19 @@ def test_a_run_is_stored_as_its_events_are(store):
     assert store.events_missing("s", VersionVector(), 100) == reference.events_missing("s", VersionVector(), 100)
 
 
+def test_a_run_of_a_new_master_goes_after_the_old_masters_events(store):
+    old = chain("s", "n1", 10)
+    first = Event.seal_run("s", "n2", 0, VersionVector({"n1": 10}), [(b"n2-1", b"d", ())])
+    following = Event.seal_run("s", "n2", 1, VersionVector({"n1": 10}), [(b"n2-%d" % i, b"d", ()) for i in range(2, 30)])
+    stale = Event.seal_run("s", "n3", 0, VersionVector({"n1": 4}), [(b"n3-1", b"d", ())])  # concurrent: reorders
+    reference = MemoryStore()
+    for batch in [old[:1], old[1:], first, following[:10], stale, following[10:]]:
+        run = decode_run([event.envelope for event in batch])
+        assert store.append_batch(run, on_conflict="resolve") == reference.append_batch(batch, on_conflict="resolve")
+        assert store.read("s", VersionVector(), 100) == reference.read("s", VersionVector(), 100)
+    assert [e.key for e in store.read("s", VersionVector(), 100)][10:12] == [b"n2-1", b"n2-2"]
+
+
 def test_a_stored_run_survives_a_reopen(tmp_path):
     events = chain("s", "n1", 40)
     store = SegmentStore.open(str(tmp_path / "data"))

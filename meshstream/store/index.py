@@ -327,8 +327,8 @@ class StoreIndex:
         served_max = stream.served_max
         top = served_max.get(peer, 0)
         others = [(other, seen) for other, seen in served_max.items() if other != peer]
-        if not others and type(events) is EnvelopeRun and events.context_peer == peer \
-                and events.context_counts == [top] + counters[:-1]:
+        if type(events) is EnvelopeRun and events.writer_counts == [top] + counters[:-1] \
+                and all(events.context_base.get(other, 0) >= seen for other, seen in others):
             return len(events)  # the single-master case, read off the run's columns
         contexts = list(map(_context_counters_of, events))
         if not others and list(map(dict.get, contexts, itertools.repeat(peer), itertools.repeat(0))) == \

@@ -142,7 +142,7 @@ def _decode_bodies(bodies: list[bytes], slow: dict[int, Event]) -> list[list | N
 def _run_of(envelopes: Sequence[bytes], digests: list[bytes], decoded: list) -> EnvelopeRun | None:
     """The run of decoded bodies, every field checked as `_build` checks it but column by
     column (a set of a column's types, its least and largest length or value: C loops),
-    the stream name and the two peer names once. None when the events are not a run, or
+    the stream name and each peer name once. None when the events are not a run, or
     anything is wrong (`_build` then decides event by event and raises the precise error)."""
     if set(map(type, decoded)) != {list} or set(map(len, decoded)) != {7}:
         return None
@@ -155,27 +155,57 @@ def _run_of(envelopes: Sequence[bytes], digests: list[bytes], decoded: list) -> 
         return None
     if min(map(len, keys)) < 1 or max(map(len, keys)) > ids.KEY_BYTES_MAX or max(map(len, datas)) > DATA_BYTES_HARD_MAX:
         return None
-    if set(map(type, dots)) != {list} or set(map(len, dots)) != {2} or set(map(type, contexts)) != {list} \
-            or set(map(len, contexts)) != {2}:
+    if set(map(type, dots)) != {list} or set(map(len, dots)) != {2} or set(map(type, contexts)) != {list}:
         return None
     writers, counters = zip(*dots)
-    context_peers, context_counts = zip(*contexts)
-    if set(map(type, writers)) != {str} or set(map(type, context_peers)) != {str} \
-            or len(set(writers)) != 1 or len(set(context_peers)) != 1:
+    if set(map(type, writers)) != {str} or len(set(writers)) != 1 or not _counts(counters) \
+            or counters != tuple(range(counters[0], counters[0] + len(counters))):
         return None
-    for column in counters, context_counts:
-        if set(map(type, column)) != {int} or min(column) < 1 or max(column) > COUNTER_MAX:
-            return None
-    if counters != tuple(range(counters[0], counters[0] + len(counters))):
+    writer = writers[0]
+    context = _run_context(contexts, writer)
+    if context is None:
         return None
     try:
         _check_stream(streams[0])
-        Dot.from_cbor([writers[0], 1])  # the peer-name rule, for both names
-        Dot.from_cbor([context_peers[0], 1])
+        for name in [writer, *context[0]]:
+            Dot.from_cbor([name, 1])  # the peer-name rule
     except RemoteProtocolError:
         return None
-    return EnvelopeRun(streams[0], writers[0], counters[0], list(keys), list(datas), context_peers[0],
-                       list(context_counts), digests, list(envelopes))
+    return EnvelopeRun(streams[0], writer, counters[0], list(keys), list(datas), context[0], context[1], digests,
+                       list(envelopes))
+
+
+def _counts(column: tuple) -> bool:
+    """Every value an int in 1..COUNTER_MAX (bool is not int here)."""
+    return set(map(type, column)) == {int} and min(column) >= 1 and max(column) <= COUNTER_MAX
+
+
+def _run_context(contexts: tuple, writer: str) -> tuple[dict[str, int], list[int]] | None:
+    """(the other writers' entries, the writer's count per event) of a run's contexts:
+    flat lists of one length naming the same peers, in ascending order with the writer
+    among them, only the writer's count varying. None for anything else."""
+    lengths = set(map(len, contexts))
+    if len(lengths) != 1 or (size := lengths.pop()) < 2 or size & 1:
+        return None
+    columns = list(zip(*contexts))
+    names = []
+    for column in columns[0::2]:
+        if set(map(type, column)) != {str} or len(set(column)) != 1:
+            return None
+        names.append(column[0])
+    if names != sorted(set(names)) or writer not in names:
+        return None
+    base: dict[str, int] = {}
+    for name, column in zip(names, columns[1::2]):
+        if not _counts(column):
+            return None
+        if name == writer:
+            writer_counts = list(column)
+        elif len(set(column)) == 1:
+            base[name] = column[0]
+        else:
+            return None
+    return base, writer_counts
 
 
 def _build(envelopes: Sequence[bytes], digests: list[bytes], decoded: list[list | None],
