@@ -10,6 +10,8 @@ from meshstream.envelope import Event
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.protocol.effects import Journal, Persist
 from meshstream.wire.envelope_batch import decode_run
+from meshstream.wire.replication_messages import Replicate
+from meshstream.wire.schema import message_from_bytes, message_to_bytes
 from tests.node_harness import Harness
 
 NAMES = ["n1", "n2", "n3"]
@@ -77,3 +79,10 @@ def test_a_conflict_with_a_run_in_flight_is_found() -> None:
     effects = node.take_events("n2", [rival], now, ("sync", "n2", None))
     conflicts = [effect for effect in effects if isinstance(effect, Journal) and effect.kind == "conflict"]
     assert len(conflicts) == 1 and "k00005" in conflicts[0].text, f"seed=44: {effects}"
+
+
+def test_a_masters_push_reaches_its_replica_as_a_run_equal_to_what_was_sent() -> None:
+    sent = Replicate(7, tuple(_events(5, 40)))
+    received = message_from_bytes(message_to_bytes(sent))
+    assert type(received.events) is EnvelopeRun and received == sent
+    assert received.events != tuple(_events(5, 39)) and received.events != tuple(_events(6, 40))

@@ -87,7 +87,7 @@ class ForwardReply:
 @dataclass(frozen=True, slots=True)
 class Replicate:
     push_id: int  # chosen by the master; echoed in ReplicateAck
-    events: EventBatch  # a tuple[Event, ...], decoded in one pass
+    events: EventBatch  # events decoded in one pass: an EnvelopeRun, or a tuple
 
 
 @message(43)
