@@ -296,6 +296,9 @@ class Client:
             session.kill()
 
     async def _get_session(self) -> _Session:
+        session = self._session
+        if session is not None and not session.dead:
+            return session  # no lock: acquiring one costs a scheduling round per request
         async with self._connecting:
             if self._session is not None and not self._session.dead:
                 return self._session

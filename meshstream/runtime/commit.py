@@ -27,6 +27,8 @@ from typing import Any
 
 import trio
 
+from meshstream.runtime import trace
+
 log = logging.getLogger("meshstream.commit")
 
 _STOP = object()
@@ -78,7 +80,11 @@ class CommitThread:
             if prepared is _STOP:
                 return
             try:
+                if trace.ENABLED:
+                    trace.note("fsync thread got")  # how long the hand-off took
                 self._write(prepared)
+                if trace.ENABLED:
+                    trace.note("fsync thread done")
                 error: BaseException | None = None
             except BaseException as exc:  # reported on the trio thread, which ends the run
                 error = exc

@@ -199,6 +199,7 @@ class Connection:
         self._unsent = b""  # bytes a direct send left over, for the writer task
         self._writing = False  # the writer task owns the stream until it has sent everything
         self._flush_pending = False  # registered with the flusher
+        self._waited = True  # the last read waited for the socket (no yield needed before the next)
         self._wake_writer = trio.Event()
         self._closed = False
         self._error: Exception | None = None
@@ -321,10 +322,34 @@ class Connection:
                     await trio.sleep(0)
             if handled and on_drained is not None:
                 on_drained()
-            data = await _receive_some(self.stream, decoder)
+            data = await self._receive()
             if trace.ENABLED:
                 trace.note(f"read {len(data)}")
             decoder.receive_data(data)
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the remote. On a socket, read straight from the descriptor:
+        trio's `receive_some` yields once after every successful read (a scheduling round
+        between each message's arrival and its handling); here a read that follows a wait is
+        handled at once, and only back-to-back reads yield (to let other tasks run)."""
+        if self._fd < 0:
+            return await _receive_some(self.stream, self._decoder)
+        if not self._waited:
+            await trio.lowlevel.checkpoint()
+        self._waited = False
+        while True:
+            try:
+                data = os.read(self._fd, RECEIVE_BYTES_MAX)
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._fd)
+                self._waited = True
+            except OSError as exc:
+                raise ConnectionClosed(str(exc) or type(exc).__name__) from None
+        if not data:
+            self._decoder.end_of_stream()  # RemoteProtocolError when it stopped inside a frame
+            raise ConnectionClosed("closed by the remote side")
+        return data
 
     async def _write_loop(self) -> None:
         """Send what a direct send left over, then whatever was queued meanwhile, until the
