@@ -47,6 +47,22 @@ class EnvelopeRun(Sequence[Event]):
         self.hashes: list[int] | None = None  # natural-key hashes, once the store computed them
         self._events: list[Event] | None = None
 
+    @classmethod
+    def joined(cls, runs: Sequence["EnvelopeRun"]) -> "EnvelopeRun":
+        """One run of `runs`, each continued by the next (`continued_by`)."""
+        first = runs[0]
+        joined = cls(first.stream, first.writer, first.first, [k for r in runs for k in r.keys],
+                     [d for r in runs for d in r.datas], first.context_base, [c for r in runs for c in r.writer_counts],
+                     [d for r in runs for d in r.digests], [e for r in runs for e in r.envelopes])
+        if all(run.hashes is not None for run in runs):
+            joined.hashes = [hashed for run in runs for hashed in run.hashes]  # type: ignore[union-attr]
+        return joined
+
+    def continued_by(self, other: "EnvelopeRun") -> bool:
+        """True when `other` is the same writer's next events in the same stream and context."""
+        return (other.first == self.last + 1 and other.stream == self.stream and other.writer == self.writer
+                and other.context_base == self.context_base)
+
     @property
     def last(self) -> int:
         return self.first + len(self.keys) - 1

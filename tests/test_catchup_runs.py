@@ -5,10 +5,12 @@ flight is found as with any event in flight."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
 from meshstream.envelope_run import EnvelopeRun
-from meshstream.protocol.effects import Journal, Persist
+from meshstream.protocol.effects import Journal, Persist, take_group_commit
 from meshstream.wire.envelope_batch import decode_run
 from meshstream.wire.replication_messages import Replicate
 from meshstream.wire.schema import message_from_bytes, message_to_bytes
@@ -86,3 +88,16 @@ def test_a_masters_push_reaches_its_replica_as_a_run_equal_to_what_was_sent() ->
     received = message_from_bytes(message_to_bytes(sent))
     assert type(received.events) is EnvelopeRun and received == sent
     assert received.events != tuple(_events(5, 39)) and received.events != tuple(_events(6, 40))
+
+
+def test_a_group_commit_joins_runs_that_continue_one_another() -> None:
+    a, b = _run(_events(2, 10)), _run(_events(12, 10))
+    gap, other = _run(_events(23, 5)), _run(_events(2, 5, writer="n2"))
+    batch, events = take_group_commit(deque([Persist(1, a), Persist(2, b)]), 1000)
+    assert [p.token for p in batch] == [1, 2] and type(events) is EnvelopeRun and list(events) == list(a) + list(b)
+    for second in gap, other, tuple(_events(12, 3)):
+        batch, events = take_group_commit(deque([Persist(1, a), Persist(2, second)]), 1000)
+        assert len(batch) == 2 and type(events) is list and events == list(a) + list(second)
+    pending = deque([Persist(1, a), Persist(2, b)])
+    batch, events = take_group_commit(pending, 15)  # b does not fit: a alone, as it is
+    assert events is a and len(pending) == 1

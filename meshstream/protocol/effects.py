@@ -71,13 +71,16 @@ Effect = Union[Send, SendTo, Persist, Reply, Deliver, Journal]
 def take_group_commit(pending: deque[Persist], events_max: int) -> tuple[list[Persist], Sequence[Event]]:
     """The next group commit from the front of `pending`: (the Persists taken, the events
     to hand to `store.prepare_batch`). Persists go in order, at least one and then while
-    their events fit in `events_max`; a Persist of an `EnvelopeRun` goes alone and its run
-    is handed over as it is, so the store decides it whole without building its events."""
+    their events fit in `events_max`. When they are runs that continue one another (a
+    master's pushes of one stream, a catch-up's batches) the store gets them as one
+    `EnvelopeRun` and decides it whole without building its events; otherwise it gets
+    every event (a run's built on the way)."""
     batch = [pending.popleft()]
-    if type(batch[0].events) is EnvelopeRun:
-        return batch, batch[0].events
     count = len(batch[0].events)
-    while pending and type(pending[0].events) is not EnvelopeRun and count + len(pending[0].events) <= events_max:
+    while pending and count + len(pending[0].events) <= events_max:
         batch.append(pending.popleft())
         count += len(batch[-1].events)
+    runs = [persist.events for persist in batch]
+    if all(type(run) is EnvelopeRun for run in runs) and all(map(EnvelopeRun.continued_by, runs, runs[1:])):
+        return batch, runs[0] if len(runs) == 1 else EnvelopeRun.joined(runs)
     return batch, [event for persist in batch for event in persist.events]
