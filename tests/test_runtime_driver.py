@@ -1,7 +1,9 @@
-"""The driver on its own under trio's MockClock: ticks at deadlines, group commit, effects."""
+"""The driver on its own under trio's MockClock: ticks at deadlines and after inputs (coalesced),
+group commit on its thread (a failed fsync ends the driver), effects."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -9,7 +11,7 @@ from meshstream.clocks import Dot, VersionVector
 from meshstream.config import Config
 from meshstream.envelope import Event
 from meshstream.protocol.effects import Deliver, Persist, Reply, Send, SendTo
-from meshstream.runtime.driver import Driver
+from meshstream.runtime.driver import TICK_AFTER_INPUT_S, Driver
 from meshstream.wire.messages import ReadReply, ReadRequest, StatusRequest
 
 CONFIG = Config.preset("local")
@@ -155,3 +157,60 @@ async def test_replies_to_departed_clients_are_dropped(autojump_clock):
         driver.execute([Reply(client, StatusRequest(1))])
         assert connection.replies == []
         nursery.cancel_scope.cancel()
+
+
+async def test_inputs_are_followed_by_one_coalesced_tick(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        driver, node, store, links = await _driver(nursery)
+        await trio.sleep(1.0)
+        assert node.ticks == []  # no deadline before 10 s, no input yet
+        start = trio.current_time()
+        for _ in range(3):
+            driver.peer_message("n2", "gossip")
+        driver.inputs_done()
+        await trio.sleep(0.5)
+        assert len(node.ticks) == 1, node.ticks
+        assert 0 < node.ticks[0] - start <= TICK_AFTER_INPUT_S + 1e-9
+        await trio.sleep(20)
+        assert [round(t) for t in node.ticks[1:]] == [10, 20]  # deadlines as before
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_earlier_deadline_from_an_input_is_kept(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        driver, node, store, links = await _driver(nursery)
+        await trio.sleep(1.0)
+        node.deadline = 4.0  # as if the input armed a timer
+        driver.peer_message("n2", "arm")
+        driver.inputs_done()
+        await trio.sleep(5.0)
+        assert any(abs(t - 4.0) < 1e-6 for t in node.ticks), node.ticks
+        nursery.cancel_scope.cancel()
+
+
+class FailingStore(Store):
+    def write_prepared(self, prepared):
+        raise OSError(28, "No space left on device")
+
+
+async def test_a_failed_fsync_ends_the_driver():
+    node, links = Node(), Links()
+    driver = Driver(node, FailingStore(), CONFIG, links)
+    with pytest.raises(BaseException) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            driver.execute([Persist(1, (_event(1),))])
+            driver.inputs_done()
+            with trio.fail_after(5):
+                await trio.sleep_forever()
+    errors = caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else [caught.value]
+    assert any(isinstance(e, OSError) and e.errno == 28 for e in _leaves(errors)), caught.value
+    assert node.persisted_tokens == []  # never acknowledged
+
+
+def _leaves(errors):
+    for error in errors:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error.exceptions)
+        else:
+            yield error

@@ -8,7 +8,7 @@ import trio.testing
 
 from meshstream.config import Config
 from meshstream.errors import RemoteProtocolError
-from meshstream.runtime.transport import Connection, ConnectionClosed, handshake, make_hello
+from meshstream.runtime.transport import Connection, ConnectionClosed, Flusher, handshake, make_hello
 from meshstream.wire.mac import derive_cluster_key
 from meshstream.wire.messages import StatusRequest, StatusReply
 
@@ -119,3 +119,85 @@ async def test_full_send_queue_drops_the_connection():
     a = Connection(left, results["a"], config, "a")
     sent = [a.send_nowait(StatusRequest(i)) for i in range(6)]  # writer not running: nothing drains
     assert sent[:4] == [True] * 4 and sent[4] is False and a.closed
+
+
+async def _socket_pair():
+    """Two handshaken connections' streams and sessions over a real loopback socket."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        accepted = []
+        nursery.start_soon(lambda: _accept_one(listeners[0], accepted))
+        left = await trio.open_tcp_stream("127.0.0.1", port)
+    right = accepted[0]
+    await listeners[0].aclose()
+    results = {}
+
+    async def side(name, stream, role):
+        results[name] = await handshake(stream, make_hello("meshstream", name if role == "peer" else "", role,
+                                                           "127.0.0.1:1"), CONFIG, None)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(side, "a", left, "peer")
+        nursery.start_soon(side, "b", right, "client")
+    return left, right, results
+
+
+async def _accept_one(listener, accepted):
+    accepted.append(await listener.accept())
+
+
+async def test_direct_sends_keep_order_when_the_socket_takes_only_part():
+    import socket
+
+    left, right, results = await _socket_pair()
+    assert left.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert right.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    left.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # direct sends fall short
+    a = Connection(left, results["a"], CONFIG, "a")
+    b = Connection(right, results["b"], CONFIG, "b")
+    received = []
+    done = trio.Event()
+    bodies = [str(index) * (1 + index * 97 % 5000) for index in range(200)]
+
+    def on_b(message):
+        received.append(message)
+        if len(received) == len(bodies):
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.run, lambda m: None)
+        nursery.start_soon(b.run, on_b)
+        for index, body in enumerate(bodies):  # no yield: each send goes straight to the socket
+            assert a.send_nowait(StatusReply(index, body))
+        assert a.sending  # the kernel did not take ~500 kB at once: the writer finishes
+        with trio.fail_after(10):
+            await done.wait()
+        a.close()
+        b.close()
+    assert [(m.request_id, m.status_json) for m in received] == list(enumerate(bodies))
+
+
+async def test_a_flusher_holds_sends_until_it_flushes():
+    left, right, results = await _socket_pair()
+    flusher = Flusher()
+    a = Connection(left, results["a"], CONFIG, "a", flusher=flusher)
+    b = Connection(right, results["b"], CONFIG, "b")
+    received = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.run, lambda m: None)
+        nursery.start_soon(b.run, received.append)
+        await trio.testing.wait_all_tasks_blocked()  # running (a backlog at start is sent at once)
+        for index in range(3):
+            assert a.send_nowait(StatusReply(index, "{}"))
+        assert flusher.pending == [a]  # registered once
+        await trio.sleep(0.05)
+        assert received == []
+        flusher.flush()
+        assert flusher.pending == [] and not a.sending  # three small frames: one direct send
+        with trio.fail_after(5):
+            while len(received) < 3:
+                await trio.sleep(0.001)
+        a.close()
+        b.close()
+    assert [m.request_id for m in received] == [0, 1, 2]
