@@ -83,6 +83,20 @@ class KeyIndex:
                 return False
             slot = (slot + 1) & mask
 
+    def contains_any(self, hashes: list[int]) -> bool:
+        """`any(self.contains(h) for h in hashes)`, in one loop (a run's keys)."""
+        table, mask = self.hashes, self.mask
+        for hashed in hashes:
+            hashed = hashed or 1
+            slot = hashed & mask
+            found = table[slot]
+            while found:
+                if found == hashed:
+                    return True
+                slot = (slot + 1) & mask
+                found = table[slot]
+        return False
+
     def candidates(self, hashed: int) -> list[int]:
         hashed = hashed or 1
         table, mask, found = self.hashes, self.mask, []

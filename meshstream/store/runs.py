@@ -39,11 +39,7 @@ def run_is_new(index, run: EnvelopeRun) -> bool:
         at = bisect.bisect_left(log.counters, run.first)
         if at < len(log.counters) and log.counters[at] <= run.last:
             return False
-    if len(set(hashes)) != len(hashes):
-        return False
-    keys = index.keys
-    table, mask, contains = keys.hashes, keys.mask, keys.contains  # an empty first slot: unknown
-    return not any(table[(hashed or 1) & mask] and contains(hashed) for hashed in hashes)
+    return len(set(hashes)) == len(hashes) and not index.keys.contains_any(hashes)
 
 
 def prepare_run(index, run: EnvelopeRun, prepared) -> bool:

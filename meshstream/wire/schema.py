@@ -290,9 +290,13 @@ def _tuple_codec(hint: Any, where: str) -> tuple[Encoder, Decoder]:
     assert len(args) == 2 and args[1] is Ellipsis, f"{where}: only tuple[X, ...]"
     encode_inner, decode_inner = _codec_for(args[0], where)
 
+    plain = args[0] if args[0] in (bytes, str) else None  # checked by type alone (`_scalar`)
+
     def decode(value: Any) -> tuple:
         if not isinstance(value, list) or len(value) > COLLECTION_ITEMS_MAX:
             raise RemoteProtocolError(f"{where} must be a list of at most {COLLECTION_ITEMS_MAX} items")
+        if plain is not None and (not value or set(map(type, value)) == {plain}):
+            return tuple(value)  # a catch-up's 2000 envelopes: one C pass, not a call each
         return tuple([decode_inner(item) for item in value])
 
     return (lambda v: [encode_inner(item) for item in v]), decode

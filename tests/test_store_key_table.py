@@ -1,0 +1,26 @@
+"""The natural-key table: lookups after inserts, with colliding hashes, probe runs that
+wrap around the end, growth, and `contains_any` agreeing with `contains`."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshstream.store.key_table import KeyIndex
+
+HASHES = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(HASHES, max_size=300), st.lists(HASHES, max_size=50), st.data())
+def test_lookups_agree_with_a_set(stored: list[int], asked: list[int], data: st.DataObject) -> None:
+    table = KeyIndex(slots=4)  # tiny: probe runs wrap and the table grows
+    table.add_many(stored, 0)
+    asked += data.draw(st.lists(st.sampled_from(stored), max_size=5)) if stored else []
+    wanted = {hashed or 1 for hashed in stored}  # 0 is stored as 1
+    for hashed in asked:
+        assert table.contains(hashed) == ((hashed or 1) in wanted)
+    assert table.contains_any(asked) == any((hashed or 1) in wanted for hashed in asked)
+    if stored:
+        first = stored[0] or 1
+        assert sorted(table.candidates(stored[0])) == [rid for rid, hashed in enumerate(stored) if (hashed or 1) == first]
