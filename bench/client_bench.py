@@ -1,6 +1,6 @@
 """Client throughput and latency against real peer processes on loopback.
 
-    python bench/client_bench.py [--events N] [--in-flight K] [--batch B]
+    python bench/client_bench.py [--events N] [--in-flight K] [--batch B] [--runs R]
 
 1. One peer, ack=master, batches of B events with K batches in flight (target 50,000/s).
 2. Three peers, replication factor 3, ack=all, same load (target 25,000/s).
@@ -15,7 +15,9 @@ runs 3 alone; `--part trace` runs it with `MESHSTREAM_TRACE` set for the peers
 read off one table.
 Events carry 200 bytes of data. Each figure is printed beside its target, and beside each
 throughput the CPU it cost per event: each peer's (user + system, from /proc) and this
-client's, so a figure depressed by a busy machine can still be compared.
+client's, so a figure depressed by a busy machine can still be compared. With `--runs R`
+the chosen parts run R times (fresh meshes) and each figure's median is printed at the end,
+with the load averages seen.
 """
 
 from __future__ import annotations
@@ -149,20 +151,35 @@ async def mesh_ready(peers):
     await mesh_settled(peers)  # measure the steady mesh, not its first rebalancing of masters
 
 
+FIGURES = {}  # (what, unit, target) -> [(value, ok), ...] over the runs, for --runs
+LOADS = []
+
+
 def line(what, value, unit, target, ok):
     print(f"{what:<58} {value:>10.1f} {unit:<9} target {target:<12} {'met' if ok else 'MISSED'}", flush=True)
+    FIGURES.setdefault((what, unit, target), []).append((value, ok))
 
 
 async def main_async(args):
-    print(f"load {os.getloadavg()[0]:.2f}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="meshstream-bench-") as root:
-        if args.part in ("all", "one"):
-            await one_peer(root, args)
-        if args.part in ("all", "three"):
-            await three_peers(root, args)
-        if args.part in ("latency", "trace"):
-            await latency_only(root, args)
-    print(f"load {os.getloadavg()[0]:.2f}", flush=True)
+    for run in range(args.runs):
+        LOADS.append(os.getloadavg()[0])
+        print(f"load {LOADS[-1]:.2f}" + (f" (run {run + 1} of {args.runs})" if args.runs > 1 else ""), flush=True)
+        with tempfile.TemporaryDirectory(prefix="meshstream-bench-") as root:
+            if args.part in ("all", "one"):
+                await one_peer(root, args)
+            if args.part in ("all", "three"):
+                await three_peers(root, args)
+            if args.part in ("latency", "trace"):
+                await latency_only(root, args)
+    LOADS.append(os.getloadavg()[0])
+    print(f"load {LOADS[-1]:.2f}", flush=True)
+    if args.runs > 1:
+        print(f"medians of {args.runs} runs (load seen {min(LOADS):.2f}-{max(LOADS):.2f}):")
+        for (what, unit, target), values in FIGURES.items():
+            value = statistics.median(v for v, _ in values)
+            ok = statistics.median(1.0 if met else 0.0 for _, met in values) >= 0.5
+            runs = ", ".join(f"{v:.1f}" for v, _ in values)
+            print(f"{what:<58} {value:>10.1f} {unit:<9} target {target:<12} {'met' if ok else 'MISSED'}  ({runs})")
 
 
 def disk_floor(directory, samples=200):
@@ -299,6 +316,7 @@ def main():
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--latency-samples", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=1, help="repeat and print each figure's median")
     parser.add_argument("--part", choices=["all", "one", "three", "latency", "trace"], default="all", help="which mesh to measure")
     trio.run(main_async, parser.parse_args())
 
