@@ -9,7 +9,8 @@ with its per-stream version vectors; the other answers with `SyncEnvelopes` carr
 exactly the events that vector lacks as raw envelopes (`store.envelopes_missing`: read and
 digest-checked, never decoded), cut at `anti_entropy_batch_events_max` events or
 `anti_entropy_batch_bytes_max` bytes; the receiver checks and decodes the batch in one
-pass (`wire.envelope_batch`).
+pass (`wire.envelope_batch.decode_run`), into an `EnvelopeRun` when it is one writer's
+consecutive events (a catch-up's usual batch), which the node persists whole.
 
 Catch-up: a cut batch says `more`, and the receiver continues it with a `SyncContinue` to
 the same partner for the same shards (no offer round), answered with batches of up to
