@@ -50,8 +50,12 @@ def test_a_new_run_is_persisted_whole_and_tracked_until_durable() -> None:
     assert run._events is None, "seed=41: no Event was built for the run"
     assert node.unpersisted[STREAM, b"k00050"] is run
     harness.peers["n3"].store.append_batch(run, on_conflict="resolve")
+    stranger = Event.sequence(STREAM, b"k00050", b"other", {}, Dot("n2", 1), VersionVector())
+    node.unpersisted[STREAM, b"k00050"] = stranger  # not the run's: must outlive its untracking
     node.persisted(persists[0].token, now)
-    assert not any(stream == STREAM for stream, _ in node.unpersisted), "seed=41"
+    assert [natural for natural in node.unpersisted if natural[0] == STREAM] == [(STREAM, b"k00050")], "seed=41"
+    assert node.unpersisted[STREAM, b"k00050"] is stranger
+    del node.unpersisted[STREAM, b"k00050"]
     assert not any(dot[0] == STREAM for dot in node._unpersisted_dots), "seed=41"
     assert harness.peers["n3"].store.version_vector(STREAM).get("n1") == 0  # 2..101: dot 1 never came
     assert len(harness.peers["n3"].store.read(STREAM, VersionVector(), 1000)) == 100

@@ -20,6 +20,7 @@ It reaches the store, topology and effects through the `Node` that owns it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -383,10 +384,14 @@ def untrack_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, byte
     """Undo `track_in_flight` for events now durable (a natural key only if it still
     names this event: another copy of it may have gone in flight after it)."""
     drop, kept = in_flight.discard, unpersisted.get
-    if type(events) is EnvelopeRun:  # its keys map to the run itself (`_track_run`)
+    if type(events) is EnvelopeRun:
         in_flight.difference_update(events.dots())
-        for natural in [natural for natural in events.naturals() if kept(natural) is events]:
-            del unpersisted[natural]
+        # Its keys map to the run itself (`_track_run`; nothing replaces an entry in flight):
+        # dropped in one C pass, any entry that is not the run put back.
+        naturals = list(events.naturals())
+        dropped = list(map(unpersisted.pop, naturals, repeat(None)))
+        if not all(map(operator.is_, dropped, repeat(events))):
+            unpersisted.update((n, e) for n, e in zip(naturals, dropped) if e is not None and e is not events)
         return
     for event in events:
         stream, dot = event.stream, event.dot
