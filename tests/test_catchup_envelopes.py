@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshstream.clocks import Dot, VersionVector
+from meshstream.clocks import VECTOR_PEERS_MAX, Dot, VersionVector
 from meshstream.envelope import Event, decode_event
 from meshstream.errors import RemoteProtocolError
 from meshstream.envelope_run import EnvelopeRun
@@ -252,12 +252,14 @@ def test_random_damage_is_judged_as_decode_event_judges_it(data: st.DataObject) 
     _same(envelopes)
 
 
-@pytest.mark.parametrize("context", ["unsorted", "twice", "bad name", "zero"])
+@pytest.mark.parametrize("context", ["unsorted", "twice", "bad name", "zero", "too many peers"])
 def test_a_run_whose_every_context_is_bad_is_rejected(context: str) -> None:
     envelopes = []
+    crowd = [entry for number in range(VECTOR_PEERS_MAX) for entry in ("p%05d" % number, 1)]
     for counter in range(5, 12):
         entries = {"unsorted": ["n2.def", 3, "n1.abc", counter - 1], "twice": ["n1.abc", counter - 1] * 2,
-                   "bad name": ["", 3, "n1.abc", counter - 1], "zero": ["n1.abc", counter - 1, "n2.def", 0]}[context]
+                   "bad name": ["", 3, "n1.abc", counter - 1], "zero": ["n1.abc", counter - 1, "n2.def", 0],
+                   "too many peers": ["n1.abc", counter - 1, *crowd]}[context]
         envelopes.append(_sealed([1, "catch-up", b"k%d" % counter, b"d", {}, ["n1.abc", counter], entries]))
     with pytest.raises(RemoteProtocolError):
         decode_run(envelopes)

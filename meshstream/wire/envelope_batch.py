@@ -28,7 +28,7 @@ import blake3
 import cbor2
 
 from meshstream import ids
-from meshstream.clocks import COUNTER_MAX, Dot, VersionVector
+from meshstream.clocks import COUNTER_MAX, VECTOR_PEERS_MAX, Dot, VersionVector
 from meshstream.envelope import DATA_BYTES_HARD_MAX, DIGEST_BYTES, ENVELOPE_VERSION, Event, decode_event
 from meshstream.envelope import make_dot_unchecked, make_event_unchecked
 from meshstream.envelope_run import EnvelopeRun
@@ -185,7 +185,7 @@ def _run_context(contexts: tuple, writer: str) -> tuple[dict[str, int], list[int
     flat lists of one length naming the same peers, in ascending order with the writer
     among them, only the writer's count varying. None for anything else."""
     lengths = set(map(len, contexts))
-    if len(lengths) != 1 or (size := lengths.pop()) < 2 or size & 1:
+    if len(lengths) != 1 or (size := lengths.pop()) < 2 or size & 1 or size > 2 * VECTOR_PEERS_MAX:
         return None
     columns = list(zip(*contexts))
     names = []
