@@ -310,16 +310,21 @@ class Connection:
         decoder = self._decoder
         while True:
             handled = 0
-            while True:
-                message = decoder.next_message()
-                if message is framing.NEED_DATA:
-                    break
-                on_message(message)
-                handled += 1
-                if handled % READ_YIELD_MESSAGES == 0:
-                    if on_drained is not None:
-                        on_drained()
-                    await trio.sleep(0)
+            try:
+                while True:
+                    message = decoder.next_message()
+                    if message is framing.NEED_DATA:
+                        break
+                    on_message(message)
+                    handled += 1
+                    if handled % READ_YIELD_MESSAGES == 0:
+                        if on_drained is not None:
+                            on_drained()
+                        await trio.sleep(0)
+            except RemoteProtocolError:
+                if handled and on_drained is not None:
+                    on_drained()  # what the good messages before the bad one queued still goes
+                raise
             if handled and on_drained is not None:
                 on_drained()
             data = await self._receive()
