@@ -144,14 +144,16 @@ def _run_of(envelopes: Sequence[bytes], digests: list[bytes], decoded: list) -> 
     column (a set of a column's types, its least and largest length or value: C loops),
     the stream name and each peer name once. None when the events are not a run, or
     anything is wrong (`_build` then decides event by event and raises the precise error)."""
+    head = decoded[0]  # most batches that are not runs show it here ($topology gossip)
+    if type(head) is not list or len(head) != 7 or type(head[1]) is not str or head[1].startswith(ids.SYSTEM_PREFIX):
+        return None
     if set(map(type, decoded)) != {list} or set(map(len, decoded)) != {7}:
         return None
     versions, streams, keys, datas, metadatas, dots, contexts = zip(*decoded)
     if set(map(type, versions)) != {int} or set(map(type, streams)) != {str} or set(map(type, keys)) != {bytes} \
             or set(map(type, datas)) != {bytes} or set(map(type, metadatas)) != {dict}:
         return None  # (types first: a set of the values fails on an unhashable one)
-    if len(set(streams)) != 1 or set(versions) != {ENVELOPE_VERSION} or any(metadatas) \
-            or streams[0].startswith(ids.SYSTEM_PREFIX):
+    if len(set(streams)) != 1 or set(versions) != {ENVELOPE_VERSION} or any(metadatas):
         return None
     if min(map(len, keys)) < 1 or max(map(len, keys)) > ids.KEY_BYTES_MAX or max(map(len, datas)) > DATA_BYTES_HARD_MAX:
         return None
