@@ -1,8 +1,8 @@
 """The store's whole-column path for an `EnvelopeRun` (envelope_run.py).
 
 `run_is_new(index, run)` says whether the index certainly holds none of a run's dots and
-none of its natural keys: the run's counters lie in no gap of its writer's log (one
-bisection) and no key's hash is in the key table (the hashes, computed once, are kept on
+none of its natural keys: no counter of the run is in its writer's log (one bisection)
+and no key's hash is in the key table (the hashes, computed once, are kept on
 the run for `prepare_run`). `prepare_run` decides a run so, and when it is new lays it out
 as one batch of plain event records with no per-event decision; anything else (a key or a
 dot the index may hold, two keys with one hash) is left to `prepare_batch`'s exact
