@@ -46,6 +46,16 @@ def flip(segment_path, offset: int) -> None:
         file.write(bytes([byte[0] ^ 0x40]))
 
 
+def build_and_damage_one(directory, rng: random.Random) -> tuple[list[Event], list[int], int]:
+    """A store of EVENTS events with one byte of one record (not the last: that one may be
+    a torn tail) flipped: (events, record offsets, the damaged record's position)."""
+    events = build(str(directory))
+    offsets = record_offsets(events)
+    victim = rng.randrange(1, EVENTS - 1)
+    flip(directory / "00000001.seg", offsets[victim] + rng.randrange(HEADER_BYTES + len(events[victim].envelope)))
+    return events, offsets, victim
+
+
 def record_offsets(events: list[Event]) -> list[int]:
     offsets, position = [], 0
     for event in events:
@@ -60,10 +70,7 @@ def test_flipped_byte_anywhere_is_detected_and_others_served(tmp_path, snapshot)
     rng = random.Random(seed)
     for trial in range(6):
         directory = tmp_path / f"d{trial}"
-        events = build(str(directory))
-        offsets = record_offsets(events)
-        victim = rng.randrange(1, EVENTS - 1)  # not the last record: that one may be a torn tail
-        flip(directory / "00000001.seg", offsets[victim] + rng.randrange(HEADER_BYTES + len(events[victim].envelope)))
+        events, offsets, victim = build_and_damage_one(directory, rng)
         if not snapshot:
             (directory / "index.snapshot").unlink()
         store = SegmentStore.open(str(directory))
@@ -93,10 +100,7 @@ def test_a_partner_is_never_sent_a_corrupt_envelope(tmp_path):
     rng = random.Random(seed)
     for trial in range(6):
         directory = tmp_path / f"d{trial}"
-        events = build(str(directory))
-        offsets = record_offsets(events)
-        victim = rng.randrange(1, EVENTS - 1)
-        flip(directory / "00000001.seg", offsets[victim] + rng.randrange(HEADER_BYTES + len(events[victim].envelope)))
+        events, offsets, victim = build_and_damage_one(directory, rng)
         store = SegmentStore.open(str(directory))
         context = f"seed={seed} trial={trial} victim={victim}"
         sent = store.envelopes_missing("s", VersionVector(), 1000)

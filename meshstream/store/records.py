@@ -367,6 +367,23 @@ def _build(envelope: bytes, start: int, end: int, header_digest: bytes) -> Event
     return event
 
 
+def _framed(data: bytes, at: int, length: int) -> tuple[bytes, int, int, bytes] | None:
+    """(envelope, body start, body end, header digest) of the record at data[at:at +
+    length] when it is the usual one (MSE2, its envelope framed as this store writes it:
+    the framing bytes are those its size implies); None for anything else."""
+    if not len(data) >= at + length >= at + HEADER_BYTES:
+        return None
+    magic, size, header_digest = _unpack_header(data, at)
+    frame = (_frames.get(size) or _frame(size)) if magic == EVENT_MAGIC and size == length - HEADER_BYTES else None
+    if frame is None:
+        return None
+    prefix, start, end = frame
+    envelope = data[at + HEADER_BYTES:at + length]
+    if not envelope.startswith(prefix) or not envelope.startswith(_DIGEST_MARK, end):
+        return None
+    return envelope, start, end, header_digest
+
+
 def read_run(data: bytes, ats: list[int], lengths: list[int]) -> tuple[list[Event | str], list[int]]:
     """`read_event` for each record at data[at:at + length] (the read path for runs), and
     the positions of the unsound ones (whose entries are strings saying why).
@@ -377,17 +394,10 @@ def read_run(data: bytes, ats: list[int], lengths: list[int]) -> tuple[list[Even
     """
     result: list[Event | str] = []
     bad: list[int] = []
-    append, frames, unpack, build = result.append, _frames, _unpack_header, _build
+    append, framed, build = result.append, _framed, _build
     for at, length in zip(ats, lengths):
-        loaded = None
-        if SHELLS and len(data) >= at + length >= at + HEADER_BYTES:
-            magic, size, header_digest = unpack(data, at)
-            frame = (frames.get(size) or _frame(size)) if magic == EVENT_MAGIC and size == length - HEADER_BYTES else None
-            if frame is not None:
-                prefix, start, end = frame
-                envelope = data[at + HEADER_BYTES:at + length]
-                if envelope.startswith(prefix) and envelope.startswith(_DIGEST_MARK, end):
-                    loaded = build(envelope, start, end, header_digest)
+        found = framed(data, at, length) if SHELLS else None
+        loaded = build(*found) if found is not None else None
         if loaded is None:  # anything unusual: the general path
             loaded = read_event(data, at, length)
         if type(loaded) is str:
@@ -403,19 +413,15 @@ def read_run_envelopes(data: bytes, ats: list[int], lengths: list[int]) -> tuple
     per usual record is the whole check; anything unusual goes through `read_event`."""
     result: list[bytes | str] = []
     bad: list[int] = []
-    append, frames, unpack, blake = result.append, _frames, _unpack_header, _blake3
+    append, framed, blake = result.append, _framed, _blake3
     for at, length in zip(ats, lengths):
         loaded: bytes | str | None = None
-        if len(data) >= at + length >= at + HEADER_BYTES:
-            magic, size, header_digest = unpack(data, at)
-            frame = (frames.get(size) or _frame(size)) if magic == EVENT_MAGIC and size == length - HEADER_BYTES else None
-            if frame is not None:
-                prefix, start, end = frame
-                envelope = data[at + HEADER_BYTES:at + length]
-                if envelope.startswith(prefix) and envelope.startswith(_DIGEST_MARK, end):
-                    digest = envelope[end + 2:]
-                    sound = digest.startswith(header_digest) and blake(envelope[start:end]).digest() == digest
-                    loaded = envelope if sound else MISMATCH
+        found = framed(data, at, length)
+        if found is not None:
+            envelope, start, end, header_digest = found
+            digest = envelope[end + 2:]
+            sound = digest.startswith(header_digest) and blake(envelope[start:end]).digest() == digest
+            loaded = envelope if sound else MISMATCH
         if loaded is None:  # anything unusual: the general path
             event = read_event(data, at, length)
             loaded = event if type(event) is str else event.envelope
