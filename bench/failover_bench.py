@@ -108,13 +108,21 @@ async def catchup(root, events, profile_dir=None):
         away.start()
         if profile_dir:
             profilers = [_profile(p, profile_dir) for p in peers]
-        await wait_until(lambda: _holds(away.address, written), 1800, "the returning peer to catch up")
+        samples = []  # (wall, the returning peer's CPU, events it holds): the steady part's figures
+
+        async def caught_up():
+            held = await _held(away.address)
+            samples.append((time.perf_counter(), process_cpu_s(away.process.pid), held))
+            return held >= written
+
+        await wait_until(caught_up, 1800, "the returning peer to catch up")
         elapsed = time.perf_counter() - start
         spent = [process_cpu_s(p.process.pid) for p in peers]
         spent[:2] = [b - a if a is not None and b is not None else None for a, b in zip(before, spent[:2])]
         received = _socket_bytes_read(away.process.pid)
         return {"rate": written / elapsed, "written": written, "elapsed": elapsed, "cpu": spent,
-                "names": [p.name for p in peers], "lacking": lacking, "received": received}
+                "names": [p.name for p in peers], "lacking": lacking, "received": received,
+                "steady": _steady(samples, written)}
     finally:
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
@@ -159,10 +167,24 @@ async def _stream_bytes(address, stream, written):
 
 
 async def _holds(address, expected):
+    return await _held(address) >= expected
+
+
+async def _held(address):
     async with open_client([address], retry_timeout_s=1) as client:
         status = await client.status()
     counts = [s.get("events", 0) for s in status.get("streams", []) if s.get("stream") == "catchup"]
-    return bool(counts) and counts[0] >= expected
+    return counts[0] if counts else 0
+
+
+def _steady(samples, written):
+    """(events/s, the returning peer's CPU us an event) from the first sample holding 10%
+    of the events to the last: the catch-up without the peer's start-up and first round."""
+    begun = [s for s in samples if s[2] >= written // 10 and s[1] is not None]
+    if len(begun) < 2 or begun[-1][2] <= begun[0][2]:
+        return None
+    (wall0, cpu0, held0), (wall1, cpu1, held1) = begun[0], begun[-1]
+    return (held1 - held0) / (wall1 - wall0), (cpu1 - cpu0) / (held1 - held0) * 1e6
 
 
 async def main_async(args):
@@ -200,6 +222,9 @@ def _print_catchup(run, figures):
     print(f"catch-up run {run + 1}: {written} events in {elapsed:.2f} s wall = {figures['rate']:.0f} ev/s; "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"    CPU: {cpu} (returning peer: {figures['names'][2]}, start-up included)", flush=True)
+    if figures["steady"]:
+        rate, cpu_us = figures["steady"]
+        print(f"    from 10% held to the end: {rate:.0f} ev/s, returning peer {cpu_us:.1f} us CPU an event", flush=True)
     print(f"    bytes: lacked ~{figures['lacking']} envelope bytes; the returning peer read {received} "
           f"(TCP bytes received on its open connections) = {ratio}", flush=True)
 
