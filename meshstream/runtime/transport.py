@@ -154,8 +154,12 @@ class Flusher:
     def flush(self) -> None:
         while self.pending:
             pending, self.pending = self.pending, []
-            for connection in pending:
-                connection.flush()
+            # Encode everything first, then send: a master's pushes to its replicas then
+            # leave back to back (encoding between the sends held the second replica back).
+            ready = [(connection, connection._take_queued()) for connection in pending]
+            for connection, data in ready:
+                if data:
+                    connection._send_now(data)
 
 
 def _socket_fd(stream: trio.abc.Stream) -> int:
@@ -236,13 +240,24 @@ class Connection:
 
     def flush(self) -> None:
         """Send what is queued: straight to the socket when the writer task is idle."""
+        data = self._take_queued()
+        if data:
+            self._send_now(data)
+
+    def _take_queued(self) -> bytes:
+        """What is queued, encoded for a direct send; b"" when there is nothing to send or
+        the writer task has the stream (then it takes the queue itself)."""
         self._flush_pending = False
         if self._writing or self._closed or not self.outbox.messages:
-            return
+            return b""
         if self._fd < 0:
             self._hand_to_writer(b"")
+            return b""
+        return self._encode_queued()
+
+    def _send_now(self, data: bytes) -> None:
+        if self._closed:
             return
-        data = self._encode_queued()
         try:
             sent = os.write(self._fd, data)
         except BlockingIOError:
