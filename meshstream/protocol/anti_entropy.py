@@ -29,6 +29,9 @@ events: catch-up costs little more than the bytes of what was missing.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 from typing import TYPE_CHECKING
 
 from meshstream.clocks import VersionVector
@@ -70,6 +73,20 @@ FAILED_PARTNER_PROBABILITY = 0.1
 # than this are in flight to the store here (two catch-up batches: one being written, one
 # being taken), so a slow disk holds the puller's memory to a few MiB.
 PIPELINED_EVENTS_MAX = 2 * CATCHUP_BATCH_EVENTS_MAX
+
+
+def take_within(found: list[bytes], candidates: list[bytes], budget: int, room: int) -> tuple[bool, int]:
+    """Move to `found` the leading `candidates` that fit a batch: at most `room` of them,
+    each only while the bytes so far (EVENT_OVERHEAD_BYTES each on top) stay within
+    `budget`, except that a batch's first envelope always goes. (cut short, budget left).
+    Whole-list operations: a catch-up batch takes 2000 envelopes."""
+    if not candidates:
+        return False, budget
+    sizes = map(operator.add, map(len, candidates), itertools.repeat(EVENT_OVERHEAD_BYTES))
+    spent = list(itertools.accumulate(sizes))  # bytes so far after each candidate
+    fits = min(max(bisect.bisect_right(spent, budget), 0 if found else 1), room)
+    found += candidates[:fits]
+    return fits < len(candidates), budget - (spent[fits - 1] if fits else 0)
 
 
 class AntiEntropy:
@@ -194,12 +211,9 @@ class AntiEntropy:
                 candidates = [e.envelope for e in self.node.log.missing_for(vector, room + 1, pull.topology_holes)]
             else:
                 candidates = self.node.missing_envelopes(stream, vector, room + 1)
-            for envelope in candidates:
-                cost = len(envelope) + EVENT_OVERHEAD_BYTES
-                if len(found) >= events_max or (found and cost > budget):
-                    return found, True
-                found.append(envelope)
-                budget -= cost
+            cut, budget = take_within(found, candidates, budget, room)
+            if cut:
+                return found, True
         return found, False
 
     # -- the puller: events arrive --
