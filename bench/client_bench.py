@@ -13,6 +13,8 @@ runs 3 alone; `--part trace` runs it with `MESHSTREAM_TRACE` set for the peers
 (runtime/trace.py) and prints, per step of an append's path (client -> master -> replicas
 -> master -> client), its median time from the client's send, so where the time goes is
 read off one table.
+The trace also sums each peer thread's CPU between consecutive steps (trace lines carry the
+thread's CPU time), which is what a hop costs apart from its wait for a CPU.
 Events carry 200 bytes of data. Each figure is printed beside its target, and beside each
 throughput the CPU it cost per event: each peer's (user + system, from /proc) and this
 client's, so a figure depressed by a busy machine can still be compared. With `--runs R`
@@ -232,11 +234,51 @@ async def latency_only(root, args):
 
 
 def print_trace(directory, names, samples):
-    """Median time from the client's send of each traced step, per role, over `samples`."""
-    lines = {}
+    """Median time from the client's send of each traced step, per role, over `samples`;
+    then where the peers' CPU went during the appends, between steps."""
+    lines, cpu_lines = {}, {}
     for pid, name in names.items():
         with open(os.path.join(directory, f"{pid}.trace")) as file:
-            lines[name] = [(float(t), what) for t, what in (row.rstrip("\n").split(" ", 1) for row in file)]
+            rows = [row.rstrip("\n").split(" ", 3) for row in file]
+        lines[name] = [(float(t), what) for t, _, _, what in rows]
+        cpu_lines[name] = [(float(t), int(cpu), thread, what) for t, cpu, thread, what in rows]
+    print_trace_steps(lines, samples)
+    print_trace_cpu(lines, cpu_lines, samples)
+
+
+def _step(what):
+    words = what.split()
+    return " ".join(words[:2]) if words[0] in ("in", "out") else " ".join(
+        words[:1] + [w for w in words[1:] if not w.replace(".", "").isdigit()])
+
+
+def print_trace_cpu(lines, cpu_lines, samples, rows_max=16):
+    """CPU (the noting thread's) between consecutive traced steps of one thread within an
+    append's window, summed and divided by the appends: what each hop costs in CPU, apart
+    from the time it waited for one (on a loaded machine the wall times above grow; these
+    do much less)."""
+    spent, windows_total = {}, 0.0
+    for start, end in samples:
+        windows = {name: [(t, what) for t, what in rows if start <= t <= end] for name, rows in lines.items()}
+        for name, rows in cpu_lines.items():
+            role, last = _role(windows, name), {}
+            for t, cpu, thread, what in rows:
+                if not start <= t <= end:
+                    continue
+                if thread in last:
+                    before_cpu, before = last[thread]
+                    key = (role, "commit thread" if thread != "MainThread" else "main", before, _step(what))
+                    spent[key] = spent.get(key, 0) + cpu - before_cpu
+                    windows_total += cpu - before_cpu
+                last[thread] = (cpu, _step(what))
+    count = len(samples)
+    print(f"where the peers' CPU goes between traced steps: us per append ({windows_total / count:.0f} us an "
+          f"append in all, between steps of one thread inside its window; the largest {rows_max})")
+    for (role, thread, before, after), cpu_us in sorted(spent.items(), key=lambda item: -item[1])[:rows_max]:
+        print(f"    {cpu_us / count:7.1f} us  {role:<11} {thread:<13} {before} -> {after}")
+
+
+def print_trace_steps(lines, samples):
     steps, ticks = {}, []
     for start, end in samples:
         windows = {name: [(t, what) for t, what in rows if start <= t <= end] for name, rows in lines.items()}
@@ -244,14 +286,9 @@ def print_trace(directory, names, samples):
             seen = {}
             role = _role(windows, name)
             for t, what in window:
-                words = what.split()
-                if words[0] == "tick":
-                    ticks.append(float(words[1]))
-                    key = "tick"
-                elif words[0] in ("in", "out"):
-                    key = " ".join(words[:2])
-                else:
-                    key = " ".join(words[:1] + [w for w in words[1:] if not w.isdigit()])
+                if what.startswith("tick "):
+                    ticks.append(float(what.split()[1]))
+                key = _step(what)
                 seen[key] = seen.get(key, 0) + 1
                 steps.setdefault((role, f"{key} #{seen[key]}"), []).append((t - start) * 1e6)
     print(f"where an append's time goes: median us from the client's send ({len(samples)} appends; "

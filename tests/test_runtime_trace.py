@@ -1,9 +1,11 @@
 """The per-hop trace (runtime/trace.py): off by default, and with a directory set, one
-`<perf_counter> <what>` line per step; a connection's reads and sends are among them."""
+`<perf_counter> <thread cpu> <thread> <what>` line per step; a connection's reads and sends
+are among them."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import trio
@@ -26,8 +28,14 @@ def _enable(monkeypatch, directory):
 
 
 def _lines(directory):
+    """(perf_counter, what) of each line, after checking its thread CPU and thread name."""
+    rows = []
     with open(os.path.join(directory, f"{os.getpid()}.trace")) as file:
-        return [line.rstrip("\n").split(" ", 1) for line in file]
+        for line in file:
+            stamp, cpu_us, thread, what = line.rstrip("\n").split(" ", 3)
+            assert int(cpu_us) >= 0 and thread == threading.current_thread().name, line
+            rows.append((stamp, what))
+    return rows
 
 
 def test_note_writes_timestamped_lines_in_order(tmp_path, monkeypatch):

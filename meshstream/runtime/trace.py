@@ -1,7 +1,10 @@
 """Per-hop timestamps for latency work: off unless `MESHSTREAM_TRACE` names a directory.
 
 With `MESHSTREAM_TRACE=DIR` in its environment, a process appends one line per step of a
-message's path to `DIR/<pid>.trace`: `<time.perf_counter()> <what>`, where `what` is e.g.
+message's path to `DIR/<pid>.trace`: `<time.perf_counter()> <cpu_us> <thread> <what>`, where
+`cpu_us` is the noting thread's CPU time so far in microseconds (so the CPU each step took
+can be told from the time it waited for a CPU on a busy machine), `thread` its name
+(`MainThread`, or `meshstream-commit` for the group-commit thread) and `what` is e.g.
 `read 412` (bytes off a socket), `in AppendRequest` (an input fed to the node), `out
 Replicate` (an effect queued), `fsync start 1` / `fsync end 1` (the group commit handed to
 and back from its thread, which notes `fsync thread got` / `fsync thread done` around the
@@ -39,4 +42,4 @@ def note(what: str) -> None:
     with _lock:
         if _file is None:
             _file = open(os.path.join(_DIRECTORY, f"{os.getpid()}.trace"), "a", buffering=1)
-        _file.write(f"{time.perf_counter():.6f} {what}\n")
+        _file.write(f"{time.perf_counter():.6f} {time.thread_time() * 1e6:.0f} {threading.current_thread().name} {what}\n")
