@@ -18,7 +18,7 @@ after checking every byte as `decode_envelopes` does.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from typing import overload
 
 from meshstream.clocks import VersionVector
@@ -31,7 +31,8 @@ class EnvelopeRun(Sequence[Event]):
     """Events `writer:first` .. `writer:first + len - 1` of `stream`, in order, none with
     metadata, the i-th in the context `context_base` plus {writer: writer_counts[i]} (the
     other writers' entries are the same for every event of a run: one master sequenced
-    them). Built only by `decode_run` from checked envelopes; immutable by convention."""
+    them). Built by `decode_run` from checked envelopes (and `joined`); immutable by
+    convention."""
 
     __slots__ = ("stream", "writer", "first", "keys", "datas", "context_base", "writer_counts", "digests",
                  "envelopes", "hashes", "_events")
@@ -50,12 +51,14 @@ class EnvelopeRun(Sequence[Event]):
     @classmethod
     def joined(cls, runs: Sequence["EnvelopeRun"]) -> "EnvelopeRun":
         """One run of `runs`, each continued by the next (`continued_by`)."""
+        def column(name: str) -> list:
+            return list(chain.from_iterable(getattr(run, name) for run in runs))
+
         first = runs[0]
-        joined = cls(first.stream, first.writer, first.first, [k for r in runs for k in r.keys],
-                     [d for r in runs for d in r.datas], first.context_base, [c for r in runs for c in r.writer_counts],
-                     [d for r in runs for d in r.digests], [e for r in runs for e in r.envelopes])
+        joined = cls(first.stream, first.writer, first.first, column("keys"), column("datas"), first.context_base,
+                     column("writer_counts"), column("digests"), column("envelopes"))
         if all(run.hashes is not None for run in runs):
-            joined.hashes = [hashed for run in runs for hashed in run.hashes]  # type: ignore[union-attr]
+            joined.hashes = column("hashes")
         return joined
 
     def continued_by(self, other: "EnvelopeRun") -> bool:
