@@ -21,6 +21,7 @@ def test_lookups_agree_with_a_set(stored: list[int], asked: list[int], data: st.
     for hashed in asked:
         assert table.contains(hashed) == ((hashed or 1) in wanted)
     assert table.contains_any(asked) == any((hashed or 1) in wanted for hashed in asked)
+    assert table.absent_each(asked) == [(hashed or 1) not in wanted for hashed in asked]
     if stored:
         first = stored[0] or 1
         assert sorted(table.candidates(stored[0])) == [rid for rid, hashed in enumerate(stored) if (hashed or 1) == first]

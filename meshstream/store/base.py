@@ -247,17 +247,15 @@ class IndexedStore:
         """For each key, True when no record of the store has a natural key with its hash
         (`get(stream, key)` would say None); False: it may (ask `get`). A master checks
         each key of an append so; the hashes are kept for `prepare_batch`."""
-        kept, key_known, blake, from_bytes = self._key_hashes, self._index.keys.contains, _blake3, _from_bytes
+        kept, blake, from_bytes = self._key_hashes, _blake3, _from_bytes
         if len(kept) + len(keys) > KEY_HASHES_KEPT_MAX:
             kept.clear()
         prefix = stream.encode("utf-8") + b"\x00"
-        result: list[bool] = []
-        for key in keys:
-            hashed = from_bytes(blake(prefix + key).digest(length=8), "little")  # index.key_hash
-            absent = not key_known(hashed)
+        hashes = [from_bytes(blake(prefix + key).digest(length=8), "little") for key in keys]  # index.key_hash
+        result = self._index.keys.absent_each(hashes)
+        for key, hashed, absent in zip(keys, hashes, result):
             if absent:  # it will be sequenced and come back in a batch; a duplicate will not
                 kept[stream, key] = hashed
-            result.append(absent)
         return result
 
     # -- writing --
