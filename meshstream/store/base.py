@@ -30,6 +30,7 @@ from meshstream.ordering import canonical_order
 from meshstream.store.api import AppendResult
 from meshstream.store.index import (CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_POSITION, StoreIndex,
                                     key_hash)
+from meshstream.store.key_table import key_hashes
 from meshstream.store.runs import prepare_run, run_is_new
 
 OP_EVENT, OP_DOT = 1, 2
@@ -247,11 +248,10 @@ class IndexedStore:
         """For each key, True when no record of the store has a natural key with its hash
         (`get(stream, key)` would say None); False: it may (ask `get`). A master checks
         each key of an append so; the hashes are kept for `prepare_batch`."""
-        kept, blake, from_bytes = self._key_hashes, _blake3, _from_bytes
+        kept = self._key_hashes
         if len(kept) + len(keys) > KEY_HASHES_KEPT_MAX:
             kept.clear()
-        prefix = stream.encode("utf-8") + b"\x00"
-        hashes = [from_bytes(blake(prefix + key).digest(length=8), "little") for key in keys]  # index.key_hash
+        hashes = key_hashes(stream, keys)
         result = self._index.keys.absent_each(hashes)
         for key, hashed, absent in zip(keys, hashes, result):
             if absent:  # it will be sequenced and come back in a batch; a duplicate will not

@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import bisect
 
-import blake3
-
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.store.api import AppendResult
-
-_blake3 = blake3.blake3
-_from_bytes = int.from_bytes
-
+from meshstream.store.key_table import key_hashes
 
 def run_key_hashes(run: EnvelopeRun) -> list[int]:
     """`key_hash` of each natural key of the run, computed once."""
     if run.hashes is None:
-        prefix, blake, from_bytes = run.stream.encode("utf-8") + b"\x00", _blake3, _from_bytes
-        run.hashes = [from_bytes(blake(prefix + key).digest(length=8), "little") for key in run.keys]
+        run.hashes = key_hashes(run.stream, run.keys)
     return run.hashes
 
 
