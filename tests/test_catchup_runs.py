@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections import deque
 
+import pytest
+
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
 from meshstream.envelope_run import EnvelopeRun
+from meshstream.errors import RemoteProtocolError
 from meshstream.protocol.effects import Journal, Persist, take_group_commit
 from meshstream.wire.envelope_batch import decode_run
-from meshstream.wire.replication_messages import Replicate
+from meshstream.wire.replication_messages import Replicate, SyncEnvelopes
 from meshstream.wire.schema import message_from_bytes, message_to_bytes
 from tests.node_harness import Harness
 
@@ -105,3 +108,14 @@ def test_a_group_commit_joins_runs_that_continue_one_another() -> None:
     pending = deque([Persist(1, a), Persist(2, b)])
     batch, events = take_group_commit(pending, 15)  # b does not fit: a alone, as it is
     assert events is a and len(pending) == 1
+
+
+def test_a_run_with_one_tampered_envelope_is_refused_and_changes_nothing() -> None:
+    harness, node, now = _mesh(45)
+    envelopes = [event.envelope for event in _events(2, 50)]
+    envelopes[20] = envelopes[20][:-1] + bytes([envelopes[20][-1] ^ 1])  # its digest no longer matches
+    before = dict(node.unpersisted)
+    with pytest.raises(RemoteProtocolError):
+        node.receive("n1", SyncEnvelopes(1, tuple(envelopes), True), now)
+    assert node.unpersisted == before, "seed=45"
+    assert not harness.peers["n3"].store.read(STREAM, VersionVector(), 10), "seed=45"
