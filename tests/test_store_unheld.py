@@ -11,7 +11,7 @@ import pytest
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
 from meshstream.protocol import node as node_module
-from meshstream.protocol.replication import sort_incoming
+from meshstream.protocol.in_flight import sort_incoming
 from meshstream.store import base
 from meshstream.store.memory import MemoryStore
 from meshstream.store.segment import SegmentStore

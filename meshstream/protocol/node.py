@@ -48,7 +48,8 @@ from meshstream.protocol.membership import CONFIGURE_ALONE_PERIODS, Membership
 from meshstream.protocol.placements import PlacementView
 from meshstream.protocol.reads import Reads
 from meshstream.protocol.rebalance import Rebalance
-from meshstream.protocol.replication import Writes, sort_incoming, take_run, track_in_flight, untrack_in_flight
+from meshstream.protocol.in_flight import sort_incoming, take_run, track_in_flight, untrack_in_flight
+from meshstream.protocol.replication import Writes
 from meshstream.protocol.scrub import Scrubber
 from meshstream.protocol.timers import Timers
 from meshstream.protocol.topology_log import TopologyLog
