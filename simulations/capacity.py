@@ -26,7 +26,7 @@ from meshstream.ids import shard_of
 
 MODELS = ("closed", "uniform")
 _FAMILIES = {
-    "SyncOffer": "anti_entropy", "SyncPull": "anti_entropy", "SyncEvents": "anti_entropy",
+    "SyncSummary": "anti_entropy", "SyncOffer": "anti_entropy", "SyncPull": "anti_entropy", "SyncEvents": "anti_entropy",
     "SyncContinue": "anti_entropy", "SyncEnvelopes": "anti_entropy",
     "CatchUpQuery": "rebalance", "CatchUpReply": "rebalance", "HandoverPrepare": "rebalance",
     "HandoverDone": "rebalance", "ReleaseQuery": "rebalance", "ReleaseReply": "rebalance", "RateHints": "rebalance",

@@ -11,12 +11,14 @@ from meshstream.errors import CorruptRecord
 from meshstream.store.segment import SegmentStore
 from meshstream.wire.replication_messages import ForwardAppend, ForwardReply, Replicate, ReplicateAck
 from meshstream.wire.replication_messages import SyncContinue, SyncEnvelopes, SyncEvents, SyncOffer, SyncPull
-from tests.node_harness import Harness
+from meshstream.wire.replication_messages import SyncSummary
+from tests.node_harness import Harness, fast_config
 
 NAMES = ["n1", "n2", "n3"]
 REPLICATION_KINDS = [k.__name__ for k in (ForwardAppend, ForwardReply, Replicate, ReplicateAck,
-                                          SyncOffer, SyncPull, SyncEvents, SyncContinue, SyncEnvelopes)]
-SYNC_KINDS = ("SyncOffer", "SyncPull", "SyncEvents", "SyncContinue", "SyncEnvelopes")
+                                          SyncSummary, SyncOffer, SyncPull, SyncEvents, SyncContinue, SyncEnvelopes)]
+SYNC_KINDS = ("SyncSummary", "SyncOffer", "SyncPull", "SyncEvents", "SyncContinue", "SyncEnvelopes")
+OFFER_KINDS = ("SyncSummary", "SyncOffer")  # what a round costs before anything is pulled
 CATCH_UP_RATIO_MAX = 1.2  # issue 4: catch-up moves at most 1.2x the bytes lacking
 
 
@@ -88,8 +90,9 @@ def _history(count: int, streams: int) -> list[Event]:
     return events
 
 
-def _in_sync_round_bytes(events: list[Event]) -> tuple[int, int, int]:
-    """Sync bytes over 3 s of an idle, in-sync mesh holding `events` on every peer."""
+def _in_sync_round_bytes(events: list[Event]) -> tuple[int, int, int, dict[str, int]]:
+    """Sync bytes over 3 s of an idle, in-sync mesh holding `events` on every peer: (of
+    summaries and offers, of pulls and events, messages, bytes by kind)."""
     harness = Harness(32)
     for name in NAMES:
         harness.preload(name, events)
@@ -99,8 +102,8 @@ def _in_sync_round_bytes(events: list[Event]) -> tuple[int, int, int]:
     offers_before = harness.messages
     harness.run_for(3.0)
     grown = {kind: harness.bytes_by_kind[kind] - before[kind] for kind in before}
-    pulled = sum(grown[kind] for kind in SYNC_KINDS if kind != "SyncOffer")
-    return grown["SyncOffer"], pulled, harness.messages - offers_before
+    pulled = sum(grown[kind] for kind in SYNC_KINDS if kind not in OFFER_KINDS)
+    return sum(grown[kind] for kind in OFFER_KINDS), pulled, harness.messages - offers_before, grown
 
 
 @pytest.mark.parametrize("large_events", [20_000, pytest.param(200_000, marks=pytest.mark.slow)])
@@ -110,6 +113,37 @@ def test_in_sync_round_costs_the_same_at_small_and_large_sizes(large_events: int
     assert small[1] == 0 and large[1] == 0, f"seed=32: in-sync rounds pulled {small[1]} / {large[1]} bytes"
     assert small[0] > 0
     assert small[0] == large[0], f"seed=32: offers cost {small[0]} bytes at 1k events, {large[0]} at {large_events}"
+
+
+def test_an_in_sync_round_is_one_summary_whatever_the_shard_count() -> None:
+    """Peers in sync exchange only `SyncSummary` (no per-shard offer), and its bytes do not
+    grow with the number of shards."""
+    costs = {}
+    for shards in (16, 256):
+        harness = Harness(34, fast_config(shards=shards))
+        harness.form_mesh(NAMES)
+        harness.append("n1", "summary", [(b"k1", b"v")], "all")
+        harness.run_for(2.0)
+        before = dict(harness.bytes_by_kind)
+        harness.run_for(3.0)
+        grown = {kind: harness.bytes_by_kind[kind] - before.get(kind, 0) for kind in SYNC_KINDS}
+        assert grown["SyncSummary"] > 0, f"seed=34 shards={shards}: no rounds ran"
+        assert all(grown[kind] == 0 for kind in SYNC_KINDS if kind != "SyncSummary"), \
+            f"seed=34 shards={shards}: in-sync rounds sent more than summaries: {grown}"
+        costs[shards] = grown["SyncSummary"]
+    assert costs[16] == costs[256], f"seed=34: summaries cost {costs} bytes over 3 s by shard count"
+
+
+def test_a_summary_that_differs_is_answered_by_an_offer_and_repaired() -> None:
+    """Events only one peer holds are found by summary rounds: the summaries differ, an
+    offer answers, the others pull the events."""
+    harness = Harness(35)
+    harness.preload("n1", _history(50, 1))
+    harness.form_mesh(NAMES)
+    harness.wait_for(lambda: all(len(harness.read_all(name, "s0")) == 50 for name in NAMES), 10,
+                     "every peer holding the events only n1 had")
+    kinds = harness.bytes_by_kind
+    assert kinds["SyncSummary"] > 0 and kinds["SyncOffer"] > 0 and kinds["SyncPull"] > 0, f"seed=35: {kinds}"
 
 
 def test_returning_peer_catches_up_with_little_more_than_what_it_lacks() -> None:

@@ -64,6 +64,7 @@ from meshstream.wire.replication_messages import (
     SyncEvents,
     SyncOffer,
     SyncPull,
+    SyncSummary,
 )
 from topology import election
 from topology.events import MasterElected, MeshConfigured, TopologyFact
@@ -354,6 +355,8 @@ class Node:
                 return self.take_events(src, message.events, now, ("replica", src, message.push_id))
             case ReplicateAck():
                 return self.writes.on_replica_ack(src, message, now)
+            case SyncSummary():
+                return self.anti_entropy.on_summary(src, message, now)
             case SyncOffer():
                 return self.anti_entropy.on_offer(src, message, now)
             case SyncPull():

@@ -7,8 +7,11 @@ Write path (DESIGN section 2):
   other replicas; each acknowledges once the events are durable there.
 
 Anti-entropy (DESIGN section 3), one push-pull round between A and B:
+0. A -> B `SyncSummary`: one 16-byte digest of the shard digests of every shard either
+   holds, and the `$topology` digest. When both agree (the usual round: peers in sync),
+   this 40-byte message is the whole round, whatever the number of shards or events.
+   Otherwise B answers with a `SyncOffer` of its own, and the round goes on from A's side.
 1. A -> B `SyncOffer`: a 16-byte digest per shard both may hold, and one for `$topology`.
-   When everything agrees this is the whole round, whatever the amount of data.
 2. B -> A `SyncPull`: for differing shards B replicates, B's per-stream version vectors
    ("send me what I lack"), and `answer_shards`: shards where A should pull from B.
 3. A -> B `SyncEvents` (what B lacks) and, when asked, A -> B `SyncPull` for A's side;
@@ -106,6 +109,22 @@ class SyncOffer:
     def __post_init__(self) -> None:
         if len(self.topology_digest) != SHARD_DIGEST_BYTES:
             raise ValueError("topology_digest must be 16 bytes")
+
+
+@message(49)
+@dataclass(frozen=True, slots=True)
+class SyncSummary:
+    """The first message of a round: `summary` digests the shard digests of the shards
+    either peer holds, in the sender's view (the same shards in the receiver's when the
+    `$topology` digests agree: the view is a fold of that stream)."""
+
+    round_id: int
+    summary: bytes
+    topology_digest: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.summary) != SHARD_DIGEST_BYTES or len(self.topology_digest) != SHARD_DIGEST_BYTES:
+            raise ValueError("summary and topology_digest must be 16 bytes")
 
 
 @message(45)
