@@ -20,11 +20,14 @@ It reaches the store, topology and effects through the `Node` that owns it.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from meshstream import ids
-from meshstream.envelope import Event, normalize_metadata
+from meshstream.envelope import Event, make_dot_unchecked, normalize_metadata
+from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import CorruptRecord, LocalProtocolError
 from meshstream.protocol.effects import Effect, Reply, Send
 from meshstream.wire.messages import AppendItem, AppendReply, AppendRequest, Appended
@@ -64,7 +67,7 @@ class PendingWrite:
     stream: str
     ack: str
     appended: tuple[Appended, ...]
-    events: tuple[Event, ...]  # new and duplicate events, pushed to the replicas
+    events: tuple[Event, ...] | EnvelopeRun  # new and duplicate events, pushed to the replicas
     placement: tuple[str, ...]  # replica set and master when sequenced
     needed: int  # persisted copies a quorum needs
     deadline: float
@@ -78,7 +81,8 @@ class Writes:
         self.node = node
         self.routed: dict[int, Routed] = {}  # forward_id -> routed append
         self.pending: dict[int, PendingWrite] = {}  # push_id -> write awaiting acks
-        self.pending_keys: dict[tuple[str, bytes], Event] = {}  # sequenced, not yet durable
+        # sequenced, not yet durable: natural key -> its event, or the EnvelopeRun holding it
+        self.pending_keys: dict[tuple[str, bytes], Event | EnvelopeRun] = {}
         self._next_id = 0
 
     def in_flight(self) -> int:
@@ -191,18 +195,52 @@ class Writes:
         needed = node.topology.replication_factor // 2 + 1
         if ack != "master" and not node.quorum_reachable(placement, needed):
             return self._answer(origin, (), "quorum_unreachable", "too few live replicas for this ack level", True)
-        resolved = self._dedup(stream, items)
-        if isinstance(resolved, str):
-            return self._answer(origin, (), "key_conflict", resolved, True)
-        appended, events, fresh = self._sequence(stream, resolved)
+        run = self._fresh_run(stream, items)
+        if run is not None:  # the usual append: every key new
+            appended, events = _appended_of_run(run), run
+            self.pending_keys.update(zip(run.naturals(), repeat(run)))
+        else:
+            resolved = self._dedup(stream, items)
+            if isinstance(resolved, str):
+                return self._answer(origin, (), "key_conflict", resolved, True)
+            appended, events, fresh = self._sequence(stream, resolved)
+            self.pending_keys.update([((event.stream, event.key), event) for event in fresh])
         push_id = self._new_id()
         write = PendingWrite(origin, stream, ack, appended, events, placement, needed, now + node.config.append_timeout_s)
         self.pending[push_id] = write
-        self.pending_keys.update([((event.stream, event.key), event) for event in fresh])
         node.timers.add(write.deadline, "write", push_id)
         node.timers.add(now + self._push_retry_s(write), "push", push_id)
         effects = node.persist(events, ("write", push_id))
         return effects + self._push(push_id, write, sorted(set(placement) - {node.name}))
+
+    def _fresh_run(self, stream: str, items: tuple[AppendItem, ...]) -> EnvelopeRun | None:
+        """The usual append sealed as an `EnvelopeRun` (no `Event` built; the node tracks
+        it, and the store decides and lays it out, column by column): when no item has
+        metadata, its keys are distinct, none is in flight here (sequenced, or from a peer)
+        and none's hash is held by the store, and this writer has sequenced in the stream
+        before (a run's contexts hold its writer). None otherwise: `_dedup` and `_sequence`
+        decide item by item (for such a request they would make the same events)."""
+        node = self.node
+        head = node._heads.get(stream)  # as `Node.sequence_events` reads it
+        absent_key_hashes = getattr(node.store, "absent_key_hashes", None)
+        if head is None or absent_key_hashes is None or any([item.metadata for item in items]):
+            return None
+        keys = [item.key for item in items]
+        naturals = list(zip(repeat(stream), keys))
+        if len(set(keys)) != len(keys) or not self.pending_keys.keys().isdisjoint(naturals) \
+                or not node.unpersisted.keys().isdisjoint(naturals):
+            return None
+        hashes, absent = absent_key_hashes(stream, keys)
+        if not all(absent):
+            return None  # a duplicate, or a hash shared with a held key: `_dedup` asks the store
+        writer, counter, datas = node.writer, head.counter, [item.data for item in items]
+        base = {peer: count for peer, count in node.store.version_vector(stream).items() if peer != writer}
+        digests, envelopes = Event.seal_run_envelopes(stream, writer, counter, base, keys, datas)
+        run = EnvelopeRun(stream, writer, counter + 1, keys, datas, base, list(range(counter, counter + len(keys))),
+                          digests, envelopes)
+        run.hashes = hashes  # the store's decision takes them (`store.runs.prepare_run`): one hash a key
+        node._heads[stream] = make_dot_unchecked(writer, run.last)
+        return run
 
     def _dedup(self, stream: str, items: tuple[AppendItem, ...]) -> list | str:
         """Per item: an existing event (a duplicate), the key of an earlier item of this
@@ -215,6 +253,8 @@ class Writes:
         for item, surely_new in zip(items, absent):
             metadata = normalize_metadata(tuple(item.metadata.items())) if item.metadata else ()
             existing = pending_keys.get((stream, item.key))
+            if type(existing) is EnvelopeRun:
+                existing = existing.event_of(item.key)  # a retry of an append still in flight
             if existing is None and not surely_new:
                 try:
                     existing = stored(stream, item.key)
@@ -284,12 +324,22 @@ class Writes:
             return []
         write.local_done = True
         write.persisted_by.add(self.node.name)
+        self._forget_pending(write.events)
+        return self._check(push_id)
+
+    def _forget_pending(self, events: tuple[Event, ...] | EnvelopeRun) -> None:
+        """Drop the natural keys of a durable write that still name its events."""
         pending_keys = self.pending_keys
-        for event in write.events:
+        if type(events) is EnvelopeRun:  # its keys map to the run: dropped in one C pass
+            naturals = list(events.naturals())
+            dropped = list(map(pending_keys.pop, naturals, repeat(None)))
+            if not all(map(operator.is_, dropped, repeat(events))):  # our bug: nothing replaces an entry
+                pending_keys.update((n, e) for n, e in zip(naturals, dropped) if e is not None and e is not events)
+            return
+        for event in events:
             key = (event.stream, event.key)  # natural_key, without the property call
             if pending_keys.get(key) is event:
                 del pending_keys[key]
-        return self._check(push_id)
 
     def on_replica_ack(self, src: str, ack: ReplicateAck, now: float) -> list[Effect]:
         write = self.pending.get(ack.push_id)
@@ -333,6 +383,12 @@ class Writes:
         if kind == "client":
             return [Reply(who, AppendReply(request_id, tuple(appended), code, detail, definite))]
         return [Send(who, ForwardReply(request_id, tuple(appended), code, detail, definite))]
+
+
+def _appended_of_run(run: EnvelopeRun) -> tuple[Appended, ...]:
+    """The reply's `Appended` of each event of a fresh run, in order."""
+    dots = map(make_dot_unchecked, repeat(run.writer), run.counters())
+    return tuple(map(_appended, run.keys, dots, run.digests, repeat(False)))
 
 
 def validate_append(stream: str, items: tuple[AppendItem, ...], config) -> str:

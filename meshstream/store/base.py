@@ -258,6 +258,10 @@ class IndexedStore:
                 kept[stream, key] = hashed
         return result
 
+    def absent_key_hashes(self, stream: str, keys: Sequence[bytes]) -> tuple[list[int], list[bool]]:
+        """(the keys' hashes, `absent_keys`' answers), none kept: a master's run carries them."""
+        return (hashes := key_hashes(stream, keys)), self._index.keys.absent_each(hashes)
+
     # -- writing --
     def append_batch(self, events: Sequence[Event], *, on_conflict: str = "raise") -> list[AppendResult]:
         prepared = self.prepare_batch(events, on_conflict=on_conflict)

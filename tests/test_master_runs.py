@@ -1,0 +1,141 @@
+"""A master's usual append sealed as an `EnvelopeRun` (replication.Writes._fresh_run):
+the same bytes as `Event.seal_run`, and the same answers, events and stores as the
+item-by-item path, for fresh batches, retries in flight and after, duplicates inside a
+batch, conflicts and metadata."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from meshstream.clocks import VersionVector
+from meshstream.envelope import Event, _count_heads, _head
+from meshstream.envelope_run import EnvelopeRun
+from meshstream.protocol.effects import Persist
+from meshstream.protocol.replication import Writes
+from meshstream.wire.messages import AppendItem, AppendRequest
+from tests.node_harness import Harness
+
+NAMES = ["n1", "n2", "n3"]
+
+
+def test_count_heads_are_the_heads_of_each_counter() -> None:
+    for start in [1, 20, 23, 24, 250, 255, 256, 65530, 65535, 65536, 2**32 - 2, 2**32, 2**64 - 4]:
+        assert _count_heads(start, start + 4) == [_head(0, n) for n in range(start, start + 4)], start
+    assert _count_heads(0, 300) == [_head(0, n) for n in range(300)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_run_envelopes_are_the_bytes_seal_run_makes(seed: int) -> None:
+    rng = random.Random(seed)
+    for trial in range(60):
+        items = [(rng.randbytes(rng.randint(1, 200)), rng.randbytes(rng.choice([0, 1, 23, 24, 255, 256, 300, 70000])), ())
+                 for _ in range(rng.randint(1, 30))]
+        counter = rng.choice([1, 5, 22, 23, 250, 65530, 2**32 - 3, rng.randint(1, 10**6)])
+        writer = rng.choice(["a", "m", "z", "p1.2"])
+        others = {f"p{i}": rng.randint(1, 1000) for i in range(rng.randint(0, 4))}
+        context = VersionVector({**others, writer: rng.randint(1, 5)} if rng.random() < 0.5 else others)
+        events = Event.seal_run("s" * rng.randint(1, 30), writer, counter, context, items)
+        digests, envelopes = Event.seal_run_envelopes(events[0].stream, writer, counter, others,
+                                                      [key for key, _, _ in items], [data for _, data, _ in items])
+        assert digests == [e.digest for e in events], f"seed={seed} trial={trial}"
+        assert envelopes == [e.envelope for e in events], f"seed={seed} trial={trial}"
+
+
+def test_a_masters_second_append_is_persisted_as_one_run_and_answered_per_event() -> None:
+    harness = Harness(11)
+    harness.form_mesh(NAMES)
+    stream = "runs"
+    master = harness.node("n1").master_of(stream)
+    assert harness.append(master, stream, [(b"first", b"x")]).code == ""  # the writer joins the contexts
+    node = harness.node(master)
+    request = AppendRequest(harness.next_request_id(), stream,
+                            tuple(AppendItem(f"k{i}".encode(), b"d" * i, {}) for i in range(1, 6)), "all")
+    effects = node.client_request(1, request, harness.now)
+    persists = [e for e in effects if isinstance(e, Persist)]
+    assert len(persists) == 1 and type(persists[0].events) is EnvelopeRun, f"seed=11: {persists}"
+    run = persists[0].events
+    assert len(node.writes.pending_keys) == 5 and all(v is run for v in node.writes.pending_keys.values())
+    harness._run(harness.peers[master], effects)
+    reply = harness.await_reply(master, request.request_id)
+    assert reply.code == "" and [a.key for a in reply.appended] == [item.key for item in request.items]
+    assert [(a.dot.peer, a.dot.counter) for a in reply.appended] == [(run.writer, c) for c in run.counters()]
+    assert [a.digest for a in reply.appended] == run.digests and not any(a.duplicate for a in reply.appended)
+    assert not node.writes.pending_keys, "seed=11: durable keys leave the pending map"
+    for name in NAMES:
+        held = {e.key: e for e in harness.read_all(name, stream)}
+        assert [held[item.key].envelope for item in request.items] == run.envelopes, f"seed=11: {name}"
+
+
+def _script(rng: random.Random, stream: str) -> list[list[tuple[bytes, bytes, dict]]]:
+    """Rounds of appends sent together (so later ones meet earlier ones in flight): fresh
+    batches, retries, duplicates inside a batch, conflicting content, metadata."""
+    sent: list[tuple[bytes, bytes, dict]] = []
+    rounds = []
+    for round_number in range(14):
+        requests = []
+        for number in range(rng.randint(1, 4)):
+            fresh = [(f"r{round_number}-{number}-{i}".encode(), rng.randbytes(rng.randint(0, 300)), {})
+                     for i in range(rng.randint(1, 12))]
+            kind = rng.choice(["fresh", "fresh", "fresh", "retry", "mixed", "inside", "conflict", "metadata"])
+            if kind == "retry" and sent:
+                items = rng.sample(sent, min(len(sent), rng.randint(1, 5)))
+            elif kind == "mixed" and sent:
+                items = fresh + [rng.choice(sent)]
+            elif kind == "inside":
+                items = fresh + [fresh[0]]
+            elif kind == "conflict" and sent:
+                key, data, metadata = rng.choice(sent)
+                items = fresh + [(key, data + b"!", metadata)]
+            elif kind == "metadata":
+                items = fresh[:-1] + [(fresh[-1][0], fresh[-1][1], {"n": round_number})]
+            else:
+                items = fresh
+            requests.append(items)
+            sent += [item for item in items if item not in sent and not any(k == item[0] for k, _, _ in sent)]
+        rounds.append(requests)
+    return rounds
+
+
+def _play(seed: int, rounds: list, stream: str) -> tuple[list, dict]:
+    harness = Harness(seed)
+    harness.form_mesh(NAMES)
+    replies = []
+    for round_number, requests in enumerate(rounds):
+        ack = ["master", "quorum", "all"][round_number % 3]
+        ids = []
+        for number, items in enumerate(requests):
+            request = AppendRequest(harness.next_request_id(), stream,
+                                    tuple(AppendItem(k, d, m) for k, d, m in items), ack)
+            ids.append(harness.client(NAMES[number % 3], request))  # forwarded to the master from the others
+        replies += [harness.await_reply(NAMES[number % 3], request_id) for number, request_id in enumerate(ids)]
+    harness.run_for(2.0)
+    stores = {name: [e.envelope for e in harness.read_all(name, stream)] for name in NAMES}
+    return replies, stores
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_runs_answer_and_store_exactly_as_the_item_by_item_path(seed: int, monkeypatch) -> None:
+    rounds = _script(random.Random(seed), "mixed")
+    made: list[EnvelopeRun] = []
+    fresh_run = Writes._fresh_run
+
+    def counted(self, stream, items):
+        run = fresh_run(self, stream, items)
+        made.extend([run] if run is not None else [])
+        return run
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Writes, "_fresh_run", counted)
+        with_runs = _play(seed, rounds, "mixed")
+    assert len(made) >= 5, f"seed={seed}: only {len(made)} appends took the run path"
+    with monkeypatch.context() as patch:
+        patch.setattr(Writes, "_fresh_run", lambda self, stream, items: None)
+        without = _play(seed, rounds, "mixed")
+    assert with_runs[0] == without[0], f"seed={seed}: replies differ"
+    assert with_runs[1] == without[1], f"seed={seed}: stores differ"
+    codes = {reply.code for reply in with_runs[0]}
+    assert "" in codes and "key_conflict" in codes, f"seed={seed}: the script lacks a case: {codes}"
+    assert any(a.duplicate for reply in with_runs[0] for a in reply.appended), f"seed={seed}: no duplicate"
