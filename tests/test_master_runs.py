@@ -16,6 +16,8 @@ from meshstream.envelope_run import EnvelopeRun
 from meshstream.protocol.effects import Persist
 from meshstream.protocol.replication import Writes
 from meshstream.wire.messages import AppendItem, AppendRequest
+from meshstream.wire.replication_messages import Replicate
+from meshstream.wire.schema import message_from_bytes, message_to_bytes
 from tests.node_harness import Harness
 
 NAMES = ["n1", "n2", "n3"]
@@ -139,3 +141,13 @@ def test_runs_answer_and_store_exactly_as_the_item_by_item_path(seed: int, monke
     codes = {reply.code for reply in with_runs[0]}
     assert "" in codes and "key_conflict" in codes, f"seed={seed}: the script lacks a case: {codes}"
     assert any(a.duplicate for reply in with_runs[0] for a in reply.appended), f"seed={seed}: no duplicate"
+
+
+def test_a_push_of_a_run_encodes_to_the_bytes_of_its_events() -> None:
+    keys, datas = [f"k{i}".encode() for i in range(7)], [bytes(i * 40) for i in range(7)]
+    digests, envelopes = Event.seal_run_envelopes("s", "w.1", 3, {"a.1": 9}, keys, datas)
+    run = EnvelopeRun("s", "w.1", 4, keys, datas, {"a.1": 9}, list(range(3, 10)), digests, envelopes)
+    as_run = message_to_bytes(Replicate(5, run))
+    assert run._events is None, "no Event is built to encode a run"
+    assert as_run == message_to_bytes(Replicate(5, tuple(run.events())))
+    assert message_from_bytes(as_run).events == run

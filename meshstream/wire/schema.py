@@ -356,7 +356,12 @@ def _event_batch_codec(where: str) -> tuple[Encoder, Decoder]:
         events = decode_run(value)  # a master's push is a run: its replica takes it whole
         return events if type(events) is EnvelopeRun else tuple(events)
 
-    return (lambda v: [event.envelope for event in v]), decode
+    def encode(events: Any) -> list[bytes]:
+        if type(events) is EnvelopeRun:  # a master's push: its envelopes, with no Event built
+            return list(events.envelopes)
+        return [event.envelope for event in events]
+
+    return encode, decode
 
 
 def _record_codec(cls: type) -> tuple[Encoder, Decoder]:
