@@ -14,11 +14,12 @@ from meshstream.clocks import VersionVector
 from meshstream.envelope import Event, _count_heads, _head
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.protocol.effects import Persist
-from meshstream.protocol.replication import Writes
+from meshstream.protocol import replication
+from meshstream.protocol.replication import Writes, validate_append
 from meshstream.wire.messages import AppendItem, AppendRequest
 from meshstream.wire.replication_messages import Replicate
 from meshstream.wire.schema import message_from_bytes, message_to_bytes
-from tests.node_harness import Harness
+from tests.node_harness import Harness, fast_config
 
 NAMES = ["n1", "n2", "n3"]
 
@@ -151,3 +152,20 @@ def test_a_push_of_a_run_encodes_to_the_bytes_of_its_events() -> None:
     assert run._events is None, "no Event is built to encode a run"
     assert as_run == message_to_bytes(Replicate(5, tuple(run.events())))
     assert message_from_bytes(as_run).events == run
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_column_check_of_an_append_agrees_with_the_item_rules(seed: int, monkeypatch) -> None:
+    config = fast_config()
+    rng = random.Random(seed)
+    appends = [tuple(AppendItem(rng.choice([b"", b"k" * rng.randint(1, 210), "text"]) if rng.random() < 0.03
+                                else rng.randbytes(rng.randint(1, 200)),
+                                bytes(rng.choice([0, 10, config.event_bytes_max, config.event_bytes_max + 1])
+                                      if rng.random() < 0.03 else 10),
+                                {"m": 1} if rng.random() < 0.01 else {})
+                     for _ in range(rng.randint(1, 20))) for _ in range(400)]
+    answers = [validate_append("s", items, config) for items in appends]
+    usual = sum(map(replication._usual_append, appends, [config] * len(appends)))
+    monkeypatch.setattr(replication, "_usual_append", lambda items, config: False)
+    assert answers == [validate_append("s", items, config) for items in appends], f"seed={seed}"
+    assert 50 < usual < len(appends) - 50 and {""} < set(answers), f"seed={seed}: the draw lacks a case"
