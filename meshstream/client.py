@@ -6,7 +6,7 @@
         async for event in client.subscribe("orders"):
             ...
 
-A client holds one connection at a time, to the first address that answers; requests are
+A client holds one main connection, to the first address that answers; requests are
 pipelined on it (each carries a `request_id`, replies are matched by id). When the
 connection dies or a request goes unanswered, the client moves to the next address and
 retries, until `retry_timeout_s` has passed:
@@ -17,6 +17,16 @@ retries, until `retry_timeout_s` has passed:
   returns the original (`Appended.duplicate`) instead of writing it twice. Retryable
   replies (`no_master`, `unavailable`, `overloaded`, `timeout`, `quorum_unreachable`) are
   retried after a short backoff, which is how a writer rides through a master failover.
+
+Appends go to the stream's master when the client knows it: a peer's successful reply
+names the stream's live master and the address it advertises (a route hint, see
+`wire.messages`), and the client dials that address in the background and keeps the
+connection (at most `ROUTES_MAX` of them besides the main one, the least recently used idle
+one closed first). Until it is open, or when the hint is stale (the master moved, died, or
+its address cannot be dialled from here: not tried again for `ROUTE_RETRY_S`), appends take
+the main connection and its peer forwards them to the master, as any peer does; the reply
+then names the new master. A lost routed connection is retried like any other, with the
+same natural keys, on the main connection.
 
 Errors: `KeyConflict` (the key exists with other content), `WriteFailed` (`definite` tells
 whether nothing was written), `RequestFailed` (a read, status or topology request refused),
@@ -55,6 +65,7 @@ from meshstream.wire.messages import (
     StatusRequest,
     TopologyReply,
     TopologyRequest,
+    parse_route_hint,
 )
 from meshstream.wire.schema import unchecked_builder
 
@@ -68,6 +79,9 @@ RETRY_TIMEOUT_S = 15.0  # keep failing over this long before giving up
 RETRY_BACKOFF_S = 0.05
 READ_REDIRECTS_MAX = 3  # a read follows `not_replica` this often, then reports it
 RETRYABLE_CODES = ("no_master", "unavailable", "overloaded", "timeout", "quorum_unreachable")
+ROUTES_MAX = 8  # connections kept to streams' masters, besides the main connection
+ROUTE_HINTS_MAX = 4096  # streams whose master is remembered (the oldest forgotten first)
+ROUTE_RETRY_S = 5.0  # a master's address that could not be dialled is left alone this long
 
 
 class Unreachable(MeshError):
@@ -101,6 +115,7 @@ class _Session:
     def __init__(self, connection: Connection, address: str) -> None:
         self.connection = connection
         self.address = address
+        self.peer = connection.remote.peer  # the name the peer gave in its Hello
         self.pending: dict[int, list[Any]] = {}  # request_id -> [trio.Event, reply]
         self.dead = False
 
@@ -138,11 +153,21 @@ class Client:
         self._session: _Session | None = None
         self._connecting = trio.Lock()
         self._next_request = 1
+        self._hints: dict[str, tuple[str, str, int, str]] = {}  # stream -> (master, address, epoch, detail)
+        self._routes: dict[str, _Session] = {}  # master -> connection, least recently used first
+        self._dialling: set[str] = set()  # masters' addresses being dialled
+        self._undialable: dict[str, float] = {}  # address -> when it may be dialled again
 
     @property
     def peer_address(self) -> str | None:
         """The address currently connected to, if any."""
         return self._session.address if self._session and not self._session.dead else None
+
+    def route_address(self, stream: str) -> str | None:
+        """The address an append to `stream` would be sent to now: its master's, when a
+        connection to it is open, else the main connection's (if any)."""
+        routed = self._route(stream, dial=False)
+        return routed.address if routed is not None else self.peer_address
 
     # -- public API --
 
@@ -170,7 +195,7 @@ class Client:
             return _accept_append(reply, stream, frozen, state)
 
         try:
-            return await self._with_retries(make, accept, on_lost=lambda lost: _note_lost(lost, state))
+            return await self._with_retries(make, accept, on_lost=lambda lost: _note_lost(lost, state), stream=stream)
         except trio.TooSlowError:
             raise WriteFailed(f"append to {stream!r} failed: {state['last']}",
                               definite=not state["maybe_written"]) from None
@@ -223,6 +248,74 @@ class Client:
     async def aclose(self) -> None:
         if self._session is not None:
             self._session.kill()
+        for session in self._routes.values():
+            session.kill()
+        self._routes.clear()
+
+    # -- routing appends to masters --
+
+    def _learn_route(self, stream: str, detail: str, answered: _Session) -> None:
+        """Remember the master a successful reply (from `answered`) named. A hint from an
+        older election (a peer whose view lags) does not replace a newer one, unless the
+        newer one's master is the peer that answered (it knows it is not the master) or
+        cannot be reached."""
+        known = self._hints.get(stream)
+        if known is not None and known[3] == detail:
+            return  # the usual reply: the same master again, nothing to parse
+        hint = parse_route_hint(detail)
+        if hint is None:
+            return
+        if known is not None and hint[2] < known[2] and answered.peer != known[0] \
+                and self._route(stream, dial=False) is not None:
+            return
+        if known is None and len(self._hints) >= ROUTE_HINTS_MAX:
+            del self._hints[next(iter(self._hints))]
+        self._hints[stream] = (*hint, detail)
+
+    def _route(self, stream: str, dial: bool = True) -> _Session | None:
+        """The open connection to `stream`'s master, or None: no hint, the main connection
+        is to the master already, or the connection is not open (with `dial`, it is then
+        dialled in the background, unless its address failed within ROUTE_RETRY_S)."""
+        hint = self._hints.get(stream)
+        if hint is None:
+            return None
+        master, address = hint[0], hint[1]
+        main = self._session
+        if main is not None and not main.dead and main.peer == master:
+            return None
+        session = self._routes.get(master)
+        if session is not None and not session.dead and session.address == address:
+            if dial:
+                self._routes[master] = self._routes.pop(master)  # most recently used last
+            return session
+        if dial and address not in self._dialling and self._undialable.get(address, 0.0) <= trio.current_time():
+            self._dialling.add(address)
+            self._nursery.start_soon(self._dial_route, master, address)
+        return None
+
+    async def _dial_route(self, master: str, address: str) -> None:
+        try:
+            session = await self._connect(address)
+        finally:
+            self._dialling.discard(address)
+        if session is not None and session.peer != master:
+            log.info("%s answers as %r, not %s: its appends stay on the main connection", address, session.peer, master)
+            session.kill()
+            session = None
+        if session is None:
+            now = trio.current_time()
+            self._undialable = {a: t for a, t in self._undialable.items() if t > now}
+            self._undialable[address] = now + ROUTE_RETRY_S
+            return
+        old = self._routes.pop(master, None)
+        if old is not None and old is not self._session:
+            self._drop(old, f"{master} now answers at {address}")
+        self._routes[master] = session
+        while len(self._routes) > ROUTES_MAX:
+            idle = next((peer for peer, held in self._routes.items() if not held.pending), None)
+            if idle is None:
+                idle = master  # every other one is busy: do without the new one
+            self._drop(self._routes.pop(idle), "more masters' connections than ROUTES_MAX")
 
     # -- retries and failover --
 
@@ -241,13 +334,13 @@ class Client:
 
     async def _with_retries(self, make: Callable[[int], Any], accept: Callable[[Any], Any], *,
                             timeout_s: float = REQUEST_TIMEOUT_S,
-                            on_lost: Callable[[_Lost], None] = lambda lost: None) -> Any:
+                            on_lost: Callable[[_Lost], None] = lambda lost: None, stream: str | None = None) -> Any:
         """Send until `accept(reply)` returns non-None; TooSlowError after retry_timeout_s."""
         with trio.fail_after(self._retry_timeout_s + timeout_s):
             deadline = trio.current_time() + self._retry_timeout_s
             while True:
                 try:
-                    result = accept(await self._request_once(make, timeout_s))
+                    result = accept(await self._request_once(make, timeout_s, stream))
                 except _Lost as lost:
                     on_lost(lost)
                     result = None
@@ -257,8 +350,9 @@ class Client:
                     raise trio.TooSlowError
                 await trio.sleep(RETRY_BACKOFF_S)
 
-    async def _request_once(self, make: Callable[[int], Any], timeout_s: float) -> Any:
-        session = await self._get_session()
+    async def _request_once(self, make: Callable[[int], Any], timeout_s: float, stream: str | None = None) -> Any:
+        """One attempt: an append of `stream` goes to its master when connected there."""
+        session = (self._route(stream) if stream is not None else None) or await self._get_session()
         request_id = self._next_request
         self._next_request += 1
         slot: list[Any] = [trio.Event(), None]
@@ -271,7 +365,10 @@ class Client:
         if slot[1] is None:
             self._drop(session, f"no answer from {session.address} in {timeout_s} s")
             raise _Lost(f"connection to {session.address} lost", sent=True)
-        return slot[1]
+        reply = slot[1]
+        if stream is not None and type(reply) is AppendReply and reply.detail and not reply.code:
+            self._learn_route(stream, reply.detail, session)
+        return reply
 
     async def _move_to(self, addresses: list[str]) -> None:
         """Reconnect to the first of `addresses` that answers (a peer said they hold what

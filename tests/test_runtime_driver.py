@@ -79,6 +79,9 @@ class Node:
     def address_of(self, peer):
         return {"n2": "127.0.0.1:7002"}.get(peer)
 
+    def master_of(self, stream):
+        return None  # no shards here: replies carry no route hint
+
     def persisted(self, token, now):
         self.persisted_tokens.append(token)
         if len(self.persisted_tokens) == 5:

@@ -114,6 +114,9 @@ class FakeNode:
     def address_of(self, peer):
         return None
 
+    def master_of(self, stream):
+        return None  # no shards here: replies carry no route hint
+
 
 async def _start(nursery, tmp_path, **options):
     store = FakeStore()

@@ -8,7 +8,9 @@ returned effects are executed at once:
   the peer announced in its Hello, for peers the topology does not list yet).
 - `SendTo(address, m)`: queued on the link to that address.
 - `Persist(token, events)`: queued for group commit (below).
-- `Reply(client, m)`: queued on that client's connection.
+- `Reply(client, m)`: queued on that client's connection. A successful `AppendReply` gets
+  a route hint in its `detail` (`wire.messages.route_hint`): the stream's live master and
+  its advertised address, so the client sends the stream's next appends straight there.
 - `Deliver(stream, events)`: wakes the long-poll reads parked on `stream`.
 - `Journal(kind, text)`: one log line.
 
@@ -48,7 +50,7 @@ from meshstream.protocol.effects import Deliver, Journal, Persist, Reply, Send, 
 from meshstream.runtime import trace
 from meshstream.runtime.commit import CommitThread
 from meshstream.runtime.transport import Flusher
-from meshstream.wire.messages import ReadReply, ReadRequest
+from meshstream.wire.messages import AppendReply, AppendRequest, ReadReply, ReadRequest, route_hint
 
 log = logging.getLogger("meshstream.driver")
 
@@ -60,6 +62,7 @@ HANDOFF_WAIT_S_MAX = 15.0  # a leave waits this long for shard hand-offs (each g
 # Single ack=all appends (~2.5 ms each): 2 ms gave ~3.9 ticks an append over the three
 # peers, 20 ms ~1.4 (each ~25 us of CPU plus a task wake-up).
 TICK_AFTER_INPUT_S = 0.01
+APPENDS_HINTED_MAX = 65_536  # appends awaiting their reply's route hint; beyond, replies go without
 
 
 class Driver:
@@ -74,6 +77,7 @@ class Driver:
         self.clients: dict[int, Any] = {}
         self.hello_addresses: dict[str, str] = {}
         self._next_client = 1
+        self._append_streams: dict[tuple[int, int], str] = {}  # (client, request_id) -> stream
         self._followers: dict[str, trio.Event] = {}
         self._long_polls = 0
         self._pending_persists: deque[Persist] = deque()
@@ -140,6 +144,8 @@ class Driver:
             trace.note(f"in {type(message).__name__}")
         now = trio.current_time()
         self._input(now)
+        if type(message) is AppendRequest and len(self._append_streams) < APPENDS_HINTED_MAX:
+            self._append_streams[(client, message.request_id)] = message.stream
         if isinstance(message, ReadRequest) and message.wait_s > 0:
             self._read_or_park(client, message, now + min(message.wait_s, LONG_POLL_WAIT_S_MAX))
         else:
@@ -179,6 +185,8 @@ class Driver:
                 case Persist():
                     self._pending_persists.append(effect)
                 case Reply(client, message):
+                    if type(message) is AppendReply:
+                        message = self._with_route(client, message)
                     connection = self.clients.get(client)
                     if connection is not None:
                         connection.send_nowait(message)
@@ -190,6 +198,19 @@ class Driver:
                     log.info("%s: %s", kind, text)
                 case _:
                     raise AssertionError(f"unknown effect {effect!r}")
+
+    def _with_route(self, client: int, reply: AppendReply) -> AppendReply:
+        """`reply` with the stream's route hint in its detail, when it succeeded."""
+        stream = self._append_streams.pop((client, reply.request_id), None)
+        if stream is None or reply.code or reply.detail:
+            return reply
+        master = self.node.master_of(stream)
+        if master is None:
+            return reply
+        elected = self.node.topology.master(self.node.shard_of(stream))
+        epoch = elected[1] if elected is not None and elected[0] == master else 0
+        hint = route_hint(master, self.node.address_of(master) or "", epoch)
+        return AppendReply(reply.request_id, reply.appended, "", hint, reply.definite) if hint else reply
 
     # -- long-poll reads --
 

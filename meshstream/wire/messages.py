@@ -17,20 +17,33 @@ written) or *indefinite* (the write may still spread):
 | timeout | no | not acknowledged in time; it may still spread |
 | unavailable | yes | the peer is leaving or not yet joined |
 | not_replica | (reads) | this peer holds no copy of the stream; `detail` lists its replicas' addresses |
+
+Route hints: the `detail` of a *successful* `AppendReply` (which has no error to explain)
+may carry `route_hint(master, address, epoch)`: the stream's live master in the answering
+peer's view, the address it advertises (what other machines dial) and its election epoch.
+A client sends the stream's next appends straight to that peer instead of paying for the
+forward through another. It is only a hint, in a field every version of the message
+already has: an older peer leaves it empty, an older client never reads it, and a client
+ignores anything that does not parse (`parse_route_hint`). The schema has no optional
+fields (a decoder requires every field and refuses extra ones) and frames are stamped with
+the protocol version, so a new field or a version bump would cut older clients off.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshstream import ids
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
+from meshstream.errors import LocalProtocolError
 from meshstream.wire.schema import message, record
 
 PROTOCOL_VERSION_MIN = 1
 PROTOCOL_VERSION_MAX = 1
 ACK_LEVELS = ("master", "quorum", "all")
 ROLES = ("peer", "client")
+ROUTE_HINT_WORD = "route"  # a successful AppendReply's detail: "route PEER ADDRESS EPOCH"
 
 
 @message(1)
@@ -144,3 +157,25 @@ class ErrorReply:
     request_id: int
     code: str
     detail: str
+
+
+def route_hint(master: str, address: str, epoch: int) -> str:
+    """The `detail` of a successful AppendReply naming the stream's master ("" when the
+    address would not survive the round trip: it must be one word)."""
+    if not address or len(address.split()) != 1:
+        return ""
+    return f"{ROUTE_HINT_WORD} {master} {address} {epoch}"
+
+
+def parse_route_hint(detail: str) -> tuple[str, str, int] | None:
+    """(master, address, epoch) from a successful AppendReply's `detail`, or None when it
+    holds no well-formed hint (an older peer's empty detail, or anything else)."""
+    words = detail.split(" ")
+    if len(words) != 4 or words[0] != ROUTE_HINT_WORD or not words[3].isdigit() or len(words[3]) > 18:
+        return None
+    try:
+        ids.validate_peer_name(words[1])
+        ids.parse_address(words[2])
+    except LocalProtocolError:
+        return None
+    return words[1], words[2], int(words[3])
