@@ -12,7 +12,16 @@ from meshstream.config import Config
 from meshstream.envelope import Event
 from meshstream.protocol.effects import Deliver, Persist, Reply, Send, SendTo
 from meshstream.runtime.driver import TICK_AFTER_INPUT_S, Driver
-from meshstream.wire.messages import ReadReply, ReadRequest, StatusRequest
+from meshstream.wire.messages import (
+    AppendItem,
+    AppendReply,
+    AppendRequest,
+    ReadReply,
+    ReadRequest,
+    StatusRequest,
+    parse_route_hint,
+    route_hint,
+)
 
 CONFIG = Config.preset("local")
 
@@ -160,6 +169,41 @@ async def test_replies_to_departed_clients_are_dropped(autojump_clock):
         driver.execute([Reply(client, StatusRequest(1))])
         assert connection.replies == []
         nursery.cancel_scope.cancel()
+
+
+class _Topology:
+    def master(self, shard):
+        return ("n2", 7) if shard == 3 else None
+
+
+async def test_successful_append_replies_name_the_streams_master(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        driver, node, store, links = await _driver(nursery)
+        node.master_of = lambda stream: "n2" if stream == "s" else None
+        node.shard_of = lambda stream: 3
+        node.topology = _Topology()
+        connection = Connection()
+        client = driver.register_client(connection)
+        for request_id, stream in [(1, "s"), (2, "s"), (3, "other")]:
+            driver.client_request(client, AppendRequest(request_id, stream, (AppendItem(b"k", b"d", {}),), "all"))
+        driver.execute([Reply(client, AppendReply(1, (), "", "", True)),
+                        Reply(client, AppendReply(2, (), "timeout", "not acknowledged in time", False)),
+                        Reply(client, AppendReply(3, (), "", "", True))])
+        ok, failed, unmastered = [reply for _, reply in connection.replies]
+        assert parse_route_hint(ok.detail) == ("n2", "127.0.0.1:7002", 7)
+        assert failed.detail == "not acknowledged in time"  # an error keeps its explanation
+        assert unmastered.detail == ""  # no live master known: no hint
+        assert driver._append_streams == {}
+        nursery.cancel_scope.cancel()
+
+
+def test_route_hints_parse_only_when_well_formed():
+    assert parse_route_hint(route_hint("n2", "[::1]:7002", 3)) == ("n2", "[::1]:7002", 3)
+    assert route_hint("n2", "", 3) == "" and route_hint("n2", "a b:1", 3) == ""
+    for detail in ["", "route n2 127.0.0.1:7002", "route n2 127.0.0.1:7002 -1", "route n 2 x:1 3",
+                   "route n2 nohost 3", "route bad/name 127.0.0.1:1 3", "hint n2 127.0.0.1:1 3",
+                   "route n2 127.0.0.1:1 " + "9" * 30]:
+        assert parse_route_hint(detail) is None, detail
 
 
 async def test_inputs_are_followed_by_one_coalesced_tick(autojump_clock):
