@@ -143,8 +143,9 @@ class Event:
                   for key, data_head, data, dot_head, held_head in zip(keys, data_heads, datas, heads[1:], heads)]
         blake = _blake3
         digests = [blake(body).digest() for body in bodies]
-        envelopes = [join((b"\x82\x59" + size.to_bytes(2, "big") if 0x100 <= size < 0x10000 else _envelope_head(size),
-                           body, _DIGEST_HEAD, digest))
+        short, head = _ENVELOPE_HEADS, _envelope_head
+        envelopes = [join((short[size] if size < 0x100 else b"\x82\x59" + size.to_bytes(2, "big") if size < 0x10000
+                           else head(size), body, _DIGEST_HEAD, digest))
                      for size, body, digest in zip(map(len, bodies), bodies, digests)]
         return digests, envelopes
 
@@ -278,6 +279,7 @@ def _envelope_head(size: int) -> bytes:
     return head
 
 
+_ENVELOPE_HEADS = tuple(_envelope_head(size) for size in range(256))  # a body of 0-255 bytes (most events)
 _BYTES_HEADS = tuple(bytes((0x40 | n,)) if n < 24 else bytes((0x58, n)) for n in range(256))
 
 
