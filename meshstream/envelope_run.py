@@ -35,7 +35,7 @@ class EnvelopeRun(Sequence[Event]):
     convention."""
 
     __slots__ = ("stream", "writer", "first", "keys", "datas", "context_base", "writer_counts", "digests",
-                 "envelopes", "hashes", "_events")
+                 "envelopes", "hashes", "_events", "_dots", "_naturals")
 
     def __init__(self, stream: str, writer: str, first: int, keys: list[bytes], datas: list[bytes],
                  context_base: dict[str, int], writer_counts: list[int], digests: list[bytes],
@@ -47,6 +47,8 @@ class EnvelopeRun(Sequence[Event]):
         self.context_base, self.writer_counts = context_base, writer_counts
         self.hashes: list[int] | None = None  # natural-key hashes, once the store computed them
         self._events: list[Event] | None = None
+        self._dots: list[tuple[str, str, int]] | None = None
+        self._naturals: list[tuple[str, bytes]] | None = None
 
     @classmethod
     def joined(cls, runs: Sequence["EnvelopeRun"]) -> "EnvelopeRun":
@@ -73,12 +75,18 @@ class EnvelopeRun(Sequence[Event]):
     def counters(self) -> range:
         return range(self.first, self.first + len(self.keys))
 
-    def dots(self) -> Iterator[tuple[str, str, int]]:
-        """(stream, writer, counter) of each event: the node's in-flight dot entries."""
-        return zip(repeat(self.stream), repeat(self.writer), self.counters())
+    def dots(self) -> list[tuple[str, str, int]]:
+        """(stream, writer, counter) of each event: the node's in-flight dot entries (made
+        once: the node tests, adds and removes them)."""
+        if self._dots is None:
+            self._dots = list(zip(repeat(self.stream), repeat(self.writer), self.counters()))
+        return self._dots
 
-    def naturals(self) -> Iterator[tuple[str, bytes]]:
-        return zip(repeat(self.stream), self.keys)
+    def naturals(self) -> list[tuple[str, bytes]]:
+        """(stream, key) of each event: the node's in-flight natural keys (made once)."""
+        if self._naturals is None:
+            self._naturals = list(zip(repeat(self.stream), self.keys))
+        return self._naturals
 
     def events(self) -> list[Event]:
         """The events, built once."""

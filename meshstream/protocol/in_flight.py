@@ -75,7 +75,7 @@ def untrack_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, byte
         in_flight.difference_update(events.dots())
         # Its keys map to the run itself (`_track_run`; nothing replaces an entry in flight):
         # dropped in one C pass, any entry that is not the run put back.
-        naturals = list(events.naturals())
+        naturals = events.naturals()
         dropped = list(map(unpersisted.pop, naturals, repeat(None)))
         if not all(map(operator.is_, dropped, repeat(events))):
             unpersisted.update((n, e) for n, e in zip(naturals, dropped) if e is not None and e is not events)
