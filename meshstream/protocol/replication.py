@@ -13,6 +13,11 @@ Life of an append that reaches peer X (DESIGN section 2):
             reply when the ack level is met, only after `persisted`
             no ack by append_timeout_s -> "timeout" (indefinite: it may still spread)
 
+The usual append (every key new and in flight nowhere, no metadata) is sealed as one
+`EnvelopeRun` (`_fresh_run`): its key hashes, taken once for the dedup, go with it to the
+store, and neither the node nor the store builds an `Event` for it; any other append is
+decided item by item (`_dedup`, `_sequence`), with the same outcome for a usual one.
+
 `Writes` holds the state of both roles: `Routed` (appends this peer took from a client
 and routes) and `PendingWrite` (appends this peer sequenced as master, awaiting acks).
 It reaches the store, topology and effects through the `Node` that owns it.
