@@ -2,7 +2,7 @@
 
     python bench/peer_cpu_bench.py [--peers 1|3] [--ack master|all] [--events N]
                                    [--batch B] [--in-flight K] [--store segment|memory]
-                                   [--profile] [--profile-peer NAME] [--catchup N]
+                                   [--profile] [--profile-peer NAME] [--catchup N] [--runs R]
 
 Peers are `Node`s over `SegmentStore`s (fsync included, but fsync waits are not CPU) with
 `meshstream run`'s defaults (local preset, 256 shards, rf 3). Every message between them
@@ -29,6 +29,7 @@ import os
 import pstats
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -229,7 +230,8 @@ def drive(rig: Rig, entry: RigPeer, frames: list[bytes], in_flight: int) -> floa
     return time.perf_counter() - start
 
 
-def report(rig: Rig, events: int, wall: float) -> None:
+def report(rig: Rig, events: int, wall: float) -> float:
+    """Print the rate and each peer's CPU an event by part; return the entry peer's (n1)."""
     print(f"{events} events in {wall:.2f} s wall: {events / wall:,.0f} events/s in one process")
     total = 0.0
     for name in sorted(rig.peers):
@@ -239,6 +241,7 @@ def report(rig: Rig, events: int, wall: float) -> None:
         parts = "  ".join(f"{part} {per[part]:5.1f}" for part in PARTS)
         print(f"  {name}: {sum(per.values()):6.1f} us CPU/event  ({parts})")
     print(f"  all peers: {total:.1f} us CPU/event; events moved per message class: {dict(rig.moved)}")
+    return sum(rig.peers["n1"].cpu[part] for part in PARTS) / events * 1e6
 
 
 def main() -> None:
@@ -252,14 +255,28 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-peer", metavar="NAME", help="profile only this peer's decode/node/store/encode work")
     parser.add_argument("--catchup", type=int, default=0, help="events written while a third peer is away")
+    parser.add_argument("--runs", type=int, default=1, help="repeat on fresh peers; print the medians")
     args = parser.parse_args()
+    if args.runs > 1 and not args.catchup:
+        figures = [measure_once(args, run + 1) for run in range(args.runs)]
+        cpu, rate = statistics.median(f[0] for f in figures), statistics.median(f[1] for f in figures)
+        print(f"medians of {args.runs} runs (load {os.getloadavg()[0]:.2f}): n1 {cpu:.1f} us CPU/event "
+              f"({', '.join(f'{f[0]:.1f}' for f in figures)}), {rate:,.0f} events/s in one process")
+        return
+    measure_once(args, 0)
+
+
+def measure_once(args: argparse.Namespace, run: int) -> tuple[float, float]:
+    """One measurement on fresh peers: (n1's CPU us an event, events/s in one process)."""
+    if run:
+        print(f"run {run} (load {os.getloadavg()[0]:.2f})")
     gc.set_threshold(GC_YOUNG_OBJECTS, *GC_OLDER_RATIOS)  # as a peer process runs
     config = Config.preset("local", shards=RUN_SHARDS_DEFAULT, replication_factor=RUN_REPLICATION_FACTOR_DEFAULT)
     root = tempfile.mkdtemp(prefix="meshstream-cpu-")
     try:
         if args.catchup:
             catchup(args, config, root)
-            return
+            return 0.0, 0.0
         names = [f"n{i}" for i in range(1, args.peers + 1)]
         rig = Rig(names, config, args.store, root)
         rig.run_until(lambda: rig.settled(names), 60, "mesh settled")
@@ -278,11 +295,12 @@ def main() -> None:
         profiler = profiler or rig.profiler
         if args.profile:
             profiler.disable()
-        report(rig, len(frames) * args.batch, wall)
+        cpu = report(rig, len(frames) * args.batch, wall)
         if profiler and os.environ.get("PROFILE_OUT"):
             profiler.dump_stats(os.environ["PROFILE_OUT"])  # for print_callers and friends
         if profiler:
             pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("LINES", "30")))
+        return cpu, len(frames) * args.batch / wall
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
