@@ -20,6 +20,11 @@ throughput the CPU it cost per event: each peer's (user + system, from /proc) an
 client's, so a figure depressed by a busy machine can still be compared. With `--runs R`
 the chosen parts run R times (fresh meshes) and each figure's median is printed at the end,
 with the load averages seen.
+The client sends each stream's appends to its master (`meshstream.client`: route hints);
+the latency line says which peer took them and which one the client first connected to
+(after the throughput runs the latency stream's master has usually moved away from it).
+`--no-routing` keeps every append on the first connection, whose peer forwards it to the
+master, for comparison (two more hops an append).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ import trio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import meshstream.client  # noqa: E402
 from meshstream.client import make_item, open_client  # noqa: E402
-from meshstream.demo import mesh_settled, all_see, live_members, start_mesh, wait_until  # noqa: E402
+from meshstream.demo import all_see, live_members, master_of, mesh_settled, start_mesh, topology_view, wait_until  # noqa: E402
 
 DATA = b"x" * 200
 
@@ -143,6 +149,13 @@ async def latency(addresses, count, ack, windows=None):
             samples.append((end - start) * 1000)
             if windows is not None:
                 windows.append((start, end))
+        view = await topology_view(client.peer_address)
+        master = master_of(view, "latency")
+        master_address = view.get("members", {}).get(master, {}).get("address") if master else None
+        sent_to = client.route_address("latency")
+        how = "straight to it" if sent_to == master_address else f"to {sent_to}, which forwards them"
+        print(f"    the stream's master: {master} at {master_address}; appends sent {how} "
+              f"(first connected to {client.peer_address})", flush=True)
     samples.sort()
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
@@ -339,9 +352,11 @@ async def three_peers(root, args):
              ">= 25,000", rate >= 25_000)
         print(cpu, flush=True)
         print_disk_floor(root)
-        p50, p99 = await latency(addresses, args.latency_samples, "all")
+        with CpuMeter(peers) as meter:
+            p50, p99 = await latency(addresses, args.latency_samples, "all")
         line("3 peers rf=3, ack=all, single append latency p50", p50, "ms", "< 2 ms", p50 < 2)
         line("3 peers rf=3, ack=all, single append latency p99", p99, "ms", "< 10 ms", p99 < 10)
+        print(meter.line(args.latency_samples + 1).replace("us/event", "us/append"), flush=True)
     finally:
         for peer in peers:
             peer.kill()
@@ -355,7 +370,11 @@ def main():
     parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=1, help="repeat and print each figure's median")
     parser.add_argument("--part", choices=["all", "one", "three", "latency", "trace"], default="all", help="which mesh to measure")
-    trio.run(main_async, parser.parse_args())
+    parser.add_argument("--no-routing", action="store_true", help="no appends straight to masters (the peer forwards)")
+    args = parser.parse_args()
+    if args.no_routing:
+        meshstream.client.ROUTES_MAX = 0  # a route opened is closed at once: appends stay on the first connection
+    trio.run(main_async, args)
 
 
 if __name__ == "__main__":
