@@ -40,7 +40,6 @@ import trio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import meshstream.client  # noqa: E402
 from meshstream.client import make_item, open_client  # noqa: E402
 from meshstream.demo import all_see, live_members, master_of, mesh_settled, start_mesh, topology_view, wait_until  # noqa: E402
 
@@ -80,7 +79,7 @@ class CpuMeter:
 
 async def throughput(peers, events, batch, in_flight, ack):
     addresses = [p.address for p in peers]
-    async with open_client(addresses, retry_timeout_s=30) as client:
+    async with open_client(addresses, retry_timeout_s=30, route_appends=ROUTING[0]) as client:
         await client.append("bench", DATA, ack=ack)  # elects the shard's master first
         per_task = events // in_flight
 
@@ -139,7 +138,7 @@ async def _all_newer(paths, before):
 async def latency(addresses, count, ack, windows=None):
     """(p50, p99) in ms of `count` single appends one at a time; their (start, end)
     perf_counter pairs are appended to `windows` when given."""
-    async with open_client(addresses, retry_timeout_s=30) as client:
+    async with open_client(addresses, retry_timeout_s=30, route_appends=ROUTING[0]) as client:
         await client.append("latency", DATA, ack=ack)
         samples = []
         for _ in range(count):
@@ -175,7 +174,11 @@ def line(what, value, unit, target, ok):
     FIGURES.setdefault((what, unit, target), []).append((value, ok))
 
 
+ROUTING = [True]  # --no-routing: every append on the first connection (forwarded by its peer)
+
+
 async def main_async(args):
+    ROUTING[0] = not args.no_routing
     for run in range(args.runs):
         LOADS.append(os.getloadavg()[0])
         print(f"load {LOADS[-1]:.2f}" + (f" (run {run + 1} of {args.runs})" if args.runs > 1 else ""), flush=True)
@@ -372,8 +375,6 @@ def main():
     parser.add_argument("--part", choices=["all", "one", "three", "latency", "trace"], default="all", help="which mesh to measure")
     parser.add_argument("--no-routing", action="store_true", help="no appends straight to masters (the peer forwards)")
     args = parser.parse_args()
-    if args.no_routing:
-        meshstream.client.ROUTES_MAX = 0  # a route opened is closed at once: appends stay on the first connection
     trio.run(main_async, args)
 
 

@@ -138,7 +138,7 @@ class Client:
     """A connection to a mesh with failover. Build with `open_client`."""
 
     def __init__(self, nursery: trio.Nursery, addresses: Sequence[str], *, mesh: str, cluster_key: bytes | None,
-                 config: Config, retry_timeout_s: float) -> None:
+                 config: Config, retry_timeout_s: float, route_appends: bool = True) -> None:
         if not addresses:
             raise LocalProtocolError("give at least one peer address")
         for address in addresses:
@@ -149,6 +149,7 @@ class Client:
         self._cluster_key = cluster_key
         self._config = config
         self._retry_timeout_s = retry_timeout_s
+        self._route_appends = route_appends
         self._next_address = 0
         self._session: _Session | None = None
         self._connecting = trio.Lock()
@@ -276,7 +277,7 @@ class Client:
         """The open connection to `stream`'s master, or None: no hint, the main connection
         is to the master already, or the connection is not open (with `dial`, it is then
         dialled in the background, unless its address failed within ROUTE_RETRY_S)."""
-        hint = self._hints.get(stream)
+        hint = self._hints.get(stream) if self._route_appends else None
         if hint is None:
             return None
         master, address = hint[0], hint[1]
@@ -314,7 +315,8 @@ class Client:
         while len(self._routes) > ROUTES_MAX:
             idle = next((peer for peer, held in self._routes.items() if not held.pending), None)
             if idle is None:
-                idle = master  # every other one is busy: do without the new one
+                idle = master  # every other one is busy: do without the new one for a while
+                self._undialable[address] = trio.current_time() + ROUTE_RETRY_S
             self._drop(self._routes.pop(idle), "more masters' connections than ROUTES_MAX")
 
     # -- retries and failover --
@@ -503,14 +505,18 @@ def _conflicting_key(detail: str, items: tuple[AppendItem, ...]) -> bytes:
 
 @asynccontextmanager
 async def open_client(addresses: Sequence[str], *, mesh: str = MESH_NAME_DEFAULT, cluster_key: bytes | None = None,
-                      config: Config | None = None, retry_timeout_s: float = RETRY_TIMEOUT_S) -> AsyncIterator[Client]:
-    """A client for the mesh reachable at any of `addresses` (HOST:PORT)."""
+                      config: Config | None = None, retry_timeout_s: float = RETRY_TIMEOUT_S,
+                      route_appends: bool = True) -> AsyncIterator[Client]:
+    """A client for the mesh reachable at any of `addresses` (HOST:PORT). With
+    `route_appends=False` every request takes the main connection (appends are forwarded
+    by its peer): for a network where the masters' advertised addresses are unreachable."""
     # The nursery only runs connection readers, which never raise; an error from the body is
     # re-raised bare after the nursery closes rather than wrapped in an ExceptionGroup.
     body_error: Exception | None = None
     async with trio.open_nursery() as nursery:
         client = Client(nursery, addresses, mesh=mesh, cluster_key=cluster_key,
-                        config=config or Config.preset("lan"), retry_timeout_s=retry_timeout_s)
+                        config=config or Config.preset("lan"), retry_timeout_s=retry_timeout_s,
+                        route_appends=route_appends)
         try:
             yield client
         except Exception as exc:

@@ -32,9 +32,9 @@ def _counts(trace_dir, peers):
         if os.path.exists(path):
             with open(path) as file:
                 for row in file:
-                    what = row.rstrip("\n").split(" ", 3)[3]
-                    if what in ("in AppendRequest", "in ForwardAppend"):
-                        counter[what] += 1
+                    step = " ".join(row.split()[3:5])  # "in ForwardAppend n2": the sender follows
+                    if step in ("in AppendRequest", "in ForwardAppend"):
+                        counter[step] += 1
         counts[peer.name] = counter
     return counts
 
@@ -89,6 +89,18 @@ async def test_appends_reach_the_master_directly_before_and_after_it_moves(tmp_p
         master = await _master(peers)
         entry = next(p for p in peers if p.name != master)  # the only address the client gets
         acked = []
+        async with open_client([entry.address], retry_timeout_s=30, route_appends=False) as client:
+            before = _counts(str(trace_dir), peers)
+            for i in range(5):
+                acked.append((await client.append(STREAM, b"forwarded %d" % i, ack="all")).key)
+            assert client.route_address(STREAM) == entry.address
+
+            async def forwarded():
+                delta = _delta(before, _counts(str(trace_dir), peers))
+                return delta if delta[master].get("in ForwardAppend", 0) >= 5 else None
+
+            delta = await wait_until(forwarded, 10, "the forwards in the master's trace")
+            assert delta[entry.name].get("in AppendRequest", 0) == 5, delta
         async with open_client([entry.address], retry_timeout_s=30) as client:
             acked += await _appends_go_direct(client, peers, str(trace_dir), master)
             assert client.peer_address == entry.address  # reads and the rest stay where they were

@@ -294,6 +294,8 @@ class Driver:
         if trace.ENABLED:
             trace.note(f"fsync end {sum(len(persist.events) for persist in batch)}")
         self.store.commit_prepared(prepared)
+        if trace.ENABLED:
+            trace.note("indexed")
         if self._commit_thread.closing:
             return  # shutting down: the node is gone; the batch is durable and indexed
         self._input(trio.current_time())
