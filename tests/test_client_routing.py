@@ -101,7 +101,9 @@ async def test_appends_reach_the_master_directly_before_and_after_it_moves(tmp_p
 
             delta = await wait_until(forwarded, 10, "the forwards in the master's trace")
             assert delta[entry.name].get("in AppendRequest", 0) == 5, delta
-        async with open_client([entry.address], retry_timeout_s=30) as client:
+        seen = []  # a subscriber on the master, which fails over to the entry peer when it dies
+        async with trio.open_nursery() as nursery, open_client([entry.address], retry_timeout_s=30) as client:
+            nursery.start_soon(_follow, [p.address for p in peers if p.name == master] + [entry.address], seen)
             acked += await _appends_go_direct(client, peers, str(trace_dir), master)
             assert client.peer_address == entry.address  # reads and the rest stay where they were
 
@@ -120,6 +122,13 @@ async def test_appends_reach_the_master_directly_before_and_after_it_moves(tmp_p
                 acked.append((await client.append(STREAM, b"after a stale hint", ack="all")).key)
                 acked += await _appends_go_direct(client, alive, str(trace_dir), new_master, count=5)
 
+            async def followed():
+                await trio.sleep(0)
+                return set(acked) <= set(seen)
+
+            await wait_until(followed, 20, "the subscriber to see every acknowledged append")
+            assert len(seen) == len(set(seen)), "the subscriber saw an event twice"
+
             events, cursor = [], None
             async with open_client([alive[0].address]) as reader:
                 while True:
@@ -128,12 +137,19 @@ async def test_appends_reach_the_master_directly_before_and_after_it_moves(tmp_p
                         break
                     events += result.events
                     cursor = result.cursor
+            nursery.cancel_scope.cancel()  # the subscriber
         keys = [event.key for event in events]
         assert len(keys) == len(set(keys)), "an event was written twice"
         assert set(acked) <= set(keys), "an acknowledged append is missing"
     finally:
         for peer in peers:
             peer.kill()
+
+
+async def _follow(addresses, seen):
+    async with open_client(addresses, retry_timeout_s=30) as follower:
+        async for event in follower.subscribe(STREAM, wait_s=0.5):
+            seen.append(event.key)
 
 
 async def _new_master(alive, old):
