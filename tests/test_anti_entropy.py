@@ -154,3 +154,16 @@ def test_returning_peer_catches_up_with_little_more_than_what_it_lacks() -> None
     print(f"catch-up: received {ratio:.3f}x the bytes it lacked in replication messages")
     assert ratio <= CATCH_UP_RATIO_MAX, f"seed=33: catch-up ratio {ratio:.3f}"
     assert harness.converged(stream, NAMES)
+
+
+def test_a_summary_with_another_topology_is_answered_with_a_topology_pull_and_an_offer() -> None:
+    harness = Harness(36)
+    harness.form_mesh(NAMES)
+    node = harness.node("n2")
+    effects = node.anti_entropy.on_summary("n1", SyncSummary(1, bytes(16), bytes(16)), harness.now)
+    sent = [effect.message for effect in effects]
+    pulls = [m for m in sent if type(m) is SyncPull]
+    assert len(pulls) == 1 and pulls[0].topology is not None and pulls[0].answer_topology, f"seed=36: {sent}"
+    assert any(type(m) is SyncOffer for m in sent), f"seed=36: no offer in {sent}"
+    in_sync = node.anti_entropy.on_summary("n1", SyncSummary(2, bytes(16), node.log.digest()), harness.now)
+    assert [type(effect.message) for effect in in_sync] == [SyncOffer], "seed=36: differing shards want an offer only"

@@ -158,9 +158,16 @@ class AntiEntropy:
     # -- B's side: a summary arrives --
     def on_summary(self, src: str, summary: SyncSummary, now: float) -> list[Effect]:
         """Nothing when the partner's summary and `$topology` agree with ours; our offer
-        otherwise (shard by shard), from which the partner pulls and names what we lack."""
+        otherwise (shard by shard), from which the partner pulls and names what we lack.
+        A differing `$topology` is pulled at once too, both ways (joins, suspicions and
+        elections spread no later than when rounds opened with a full offer)."""
         if summary.topology_digest != self.node.log.digest():
-            return self._offer(src)
+            self._round += 1
+            pull = self._pull(self._round, src, [], True, now)
+            effects: list[Effect] = []
+            if pull.topology is not None:
+                effects.append(Send(src, SyncPull(pull.round_id, (), (), pull.topology, pull.topology_holes, (), True)))
+            return effects + self._offer(src)
         self.node.topology_synced_with(src, now)
         if summary.summary == _summary(self._shard_digests(src)):
             return []
