@@ -200,6 +200,19 @@ def test_shard_digest_equal_iff_vectors_equal(store):
     assert len(differing) == 1
 
 
+def test_shard_digests_are_the_shard_digest_of_each(store):
+    shards = 8
+    fresh = store.shard_digests([5, 0, 7], shards)  # before any table is built
+    assert fresh == [store.shard_digest(s, shards) for s in (5, 0, 7)]
+    store.append_batch(chain("s", "n1", 3) + chain("t", "n1", 2) + chain("u", "n2", 4))
+    assert store.shard_digests(list(range(shards)), shards) == [store.shard_digest(s, shards) for s in range(shards)]
+    store.append_batch(chain("s", "n3", 1, VersionVector({"n1": 3}), "z"))
+    assert store.shard_digests([3, 1], shards) == [store.shard_digest(3, shards), store.shard_digest(1, shards)]
+    assert store.shard_digests([], shards) == []
+    with pytest.raises(LocalProtocolError):
+        store.shard_digests([0, shards], shards)
+
+
 def test_system_streams_are_stored_but_not_in_shard_digests(store):
     topology = event(stream="$topology")
     before = [store.shard_digest(s, 2) for s in range(2)]

@@ -153,7 +153,8 @@ class AntiEntropy:
         """(shard, digest) of every shard this peer or `partner` replicates, in order."""
         node = self.node
         shards = node.responsible_shards(node.name) | node.responsible_shards(partner)
-        return [(shard, node.shard_digest(shard)) for shard in sorted(shards)]
+        ordered = sorted(shards)
+        return list(zip(ordered, node.shard_digests(ordered)))
 
     # -- B's side: a summary arrives --
     def on_summary(self, src: str, summary: SyncSummary, now: float) -> list[Effect]:
@@ -185,8 +186,9 @@ class AntiEntropy:
         node = self.node
         mine = node.responsible_shards(node.name)
         theirs = node.responsible_shards(src)
-        differing = [d.shard for d in offer.digests if d.shard < (node.topology.shards or 0)
-                     and node.shard_digest(d.shard) != d.digest]
+        offered = [d for d in offer.digests if d.shard < (node.topology.shards or 0)]
+        held = node.shard_digests([d.shard for d in offered])
+        differing = [d.shard for d, digest in zip(offered, held) if digest != d.digest]
         topology_differs = offer.topology_digest != node.log.digest()
         if not topology_differs:
             node.topology_synced_with(src, now)

@@ -184,6 +184,9 @@ class Node:
     def shard_digest(self, shard: int) -> bytes:
         return self.store.shard_digest(shard, self.topology.shards)
 
+    def shard_digests(self, shards: Sequence[int]) -> list[bytes]:
+        return self.store.shard_digests(shards, self.topology.shards)
+
     def streams_in(self, shard: int) -> list[str]:
         self._index_streams()
         return sorted(self._streams_by_shard.get(shard, ()))

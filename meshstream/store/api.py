@@ -81,6 +81,9 @@ class EventStore(Protocol):
         """16 bytes summarising the version vectors of the shard's streams (not `$` streams):
         equal digests mean equal vectors. Cheap: maintained incrementally."""
 
+    def shard_digests(self, shards: Sequence[int], total: int) -> list[bytes]:
+        """`shard_digest` of each of `shards`, in one call."""
+
     def scrub(self, records_max: int) -> list[Any]:
         """Check up to `records_max` more records (round robin), returning CorruptRecord
         errors for the bad ones, which are then dropped from the indexes."""
