@@ -5,7 +5,8 @@ errors, never raising for a bad record; `_load_envelopes` may skip the decoding)
 `_locate(prepared)` (lay a prepared batch out), `write_prepared` and `_committed(prepared)`
 (record locations). Everything else, the
 natural-key rules, conflict resolution, version vectors, canonical order, cursors, shard
-digests and scrubbing, lives here once, so the two stores cannot drift apart.
+digests (kept by `shard_digests.ShardDigests`) and scrubbing, lives here once, so the two
+stores cannot drift apart.
 
 Conflict rules (see store/api.py): a batch is decided in `prepare_batch` against the index
 plus the batch itself (two events of one key in one batch follow the same rules), and
@@ -20,18 +21,18 @@ from typing import Any
 
 import blake3
 
-from meshstream import cbor
 from meshstream.clocks import EMPTY, Dot, VersionVector
 from meshstream.envelope import Event
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import CorruptRecord, KeyConflict, LocalProtocolError
-from meshstream.ids import SYSTEM_PREFIX, shard_of
+from meshstream.ids import SYSTEM_PREFIX
 from meshstream.ordering import canonical_order
 from meshstream.store.api import AppendResult
 from meshstream.store.index import (CORRUPT, DEAD, HELD_STATES, LIVE, LOSER, NO_POSITION, StoreIndex,
                                     key_hash)
 from meshstream.store.key_table import key_hashes
 from meshstream.store.runs import prepare_run, run_is_new
+from meshstream.store.shard_digests import ShardDigests
 
 OP_EVENT, OP_DOT = 1, 2
 CONFLICT_MODES = ("raise", "resolve")
@@ -118,8 +119,7 @@ class IndexedStore:
         self._pending: Prepared | None = None
         self._corrupt: dict[int, CorruptRecord] = {}
         self._scrub_next = 0
-        self._stream_hashes: dict[int, int] = {}
-        self._shard_xors: dict[int, list[int]] = {}
+        self._digests = ShardDigests()
         # natural key -> its key hash, from `unheld` and `absent_keys`, taken by prepare_batch
         self._key_hashes: dict[tuple[str, bytes], int] = {}
 
@@ -539,42 +539,13 @@ class IndexedStore:
 
     # -- anti-entropy digests --
     def shard_digest(self, shard: int, shards: int) -> bytes:
-        """XOR of per-stream vector hashes of the shard's streams, updated incrementally."""
-        if not 0 <= shard < shards:
-            raise LocalProtocolError(f"shard {shard} out of range 0..{shards - 1}")
-        self._refresh_stream_hashes()
-        xors = self._shard_xors.get(shards)
-        if xors is None:
-            xors = self._shard_xors[shards] = [0] * shards
-            for sid, hashed in self._stream_hashes.items():
-                xors[shard_of(self._index.streams[sid].name, shards)] ^= hashed
-        return xors[shard].to_bytes(16, "little")
+        """XOR of per-stream vector hashes of the shard's streams (shard_digests.py)."""
+        return self._digests.digests(self._index, [shard], shards)[0]
 
     def shard_digests(self, shards: Sequence[int], total: int) -> list[bytes]:
         """`shard_digest` of each of `shards` (an anti-entropy round asks for every shard
         either peer holds: 256 with the CLI's default, 20 times a second)."""
-        if shards and not 0 <= min(shards) <= max(shards) < total:
-            raise LocalProtocolError(f"a shard out of range 0..{total - 1}")
-        self._refresh_stream_hashes()
-        xors = self._shard_xors.get(total)
-        if xors is None:
-            return [self.shard_digest(shard, total) for shard in shards]  # builds the table
-        return [xors[shard].to_bytes(16, "little") for shard in shards]
-
-    def _refresh_stream_hashes(self) -> None:
-        index = self._index
-        for sid in sorted(index.changed_streams):
-            stream = index.streams[sid]
-            if stream.name.startswith(SYSTEM_PREFIX):
-                continue
-            flat = [item for pair in sorted(stream.vector.items()) for item in pair]
-            new = int.from_bytes(blake3.blake3(cbor.dumps([stream.name, flat])).digest(length=16), "little")
-            new = new if flat else 0
-            change = self._stream_hashes.get(sid, 0) ^ new
-            self._stream_hashes[sid] = new
-            for shards, xors in self._shard_xors.items():
-                xors[shard_of(stream.name, shards)] ^= change
-        index.changed_streams.clear()
+        return self._digests.digests(self._index, shards, total)
 
     # -- corruption --
     def scrub(self, records_max: int) -> list[Any]:
