@@ -43,8 +43,8 @@ CLI_RETRY_TIMEOUT_S = 5.0  # long enough to ride through a master election on a 
 # "Defaults"). The shard count is fixed when the mesh is created, so it is sized for a
 # large mesh: with 256 shards, 500 peers each master at most ceil(256/500)+1 = 2, and
 # write capacity grows with peers up to 256 masters. Measured idle cost on this machine,
-# 3 peers holding every shard: 64 shards 7.5% CPU each, 512 shards 22% (digests of every
-# shard in each anti-entropy round); 256 is the middle. Three replicas survive one
+# 3 peers holding every shard: 64 shards 3.3% CPU each, 256 about 5%, 512 about 7% (the
+# digests of every shard in each anti-entropy round's summary). Three replicas survive one
 # failure with a quorum left; a one-peer mesh takes ack=master writes until a second joins.
 RUN_SHARDS_DEFAULT = 256
 RUN_REPLICATION_FACTOR_DEFAULT = 3
