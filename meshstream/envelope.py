@@ -99,7 +99,7 @@ class Event:
         start = b"\x87\x01" + _dumps(stream)  # [ENVELOPE_VERSION, stream, ...
         dot_start = b"\x82" + _dumps(writer)  # [writer, counter]
         held = ordered.get(writer)  # the writer's entry in the next event's context
-        around = _context_around(ordered, writer) if held is not None else (_dumps(_flatten(ordered)), b"")
+        around = context_around(ordered, writer) if held is not None else (_dumps(_flatten(ordered)), b"")
         held_head = b"" if held is None else _head(0, held)
         events: list[Event] = []
         for key, data, metadata in items:
@@ -118,7 +118,7 @@ class Event:
             if held is None:  # the writer's first event in this stream: it joins the context
                 ordered[writer] = counter
                 ordered = {peer: ordered[peer] for peer in sorted(ordered)}
-                around = _context_around(ordered, writer)
+                around = context_around(ordered, writer)
             ordered[writer] = held = counter
             held_head = counter_head  # the next event's context holds this event's counter
         return events
@@ -133,9 +133,9 @@ class Event:
         `EnvelopeRun`). Keys are 1..255 bytes (`ids.validate_key`)."""
         assert counter >= 1 and writer not in context_base
         ordered = {**context_base, writer: counter}
-        before, after = _context_around({peer: ordered[peer] for peer in sorted(ordered)}, writer)
+        before, after = context_around({peer: ordered[peer] for peer in sorted(ordered)}, writer)
         start, dot_start = b"\x87\x01" + _dumps(stream), b"\x82" + _dumps(writer)
-        heads = _count_heads(counter, counter + len(keys) + 1)  # heads[i]: event i's context, heads[i + 1]: its dot
+        heads = count_heads(counter, counter + len(keys) + 1)  # heads[i]: event i's context, heads[i + 1]: its dot
         key_heads, data_heads = _BYTES_HEADS, [_BYTES_HEADS[n] if n < 256 else _head(0x40, n) for n in map(len, datas)]
         join = b"".join
         bodies = [join((start, key_heads[len(key)], key, data_head, data, b"\xa0", dot_start, dot_head, before,
@@ -297,7 +297,7 @@ def _head(major: int, value: int) -> bytes:
     return bytes((major | 27,)) + value.to_bytes(8, "big")
 
 
-def _count_heads(start: int, stop: int) -> list[bytes]:
+def count_heads(start: int, stop: int) -> list[bytes]:
     """`_head(0, n)` for each n in range(start, stop), one comprehension per head size."""
     heads: list[bytes] = []
     for low, high, head in ((0, 24, None), (24, 0x100, b"\x18"), (0x100, 0x10000, b"\x19"),
@@ -313,7 +313,7 @@ def _count_heads(start: int, stop: int) -> list[bytes]:
     return heads
 
 
-def _context_around(counters: dict[str, int], writer: str) -> tuple[bytes, bytes]:
+def context_around(counters: dict[str, int], writer: str) -> tuple[bytes, bytes]:
     """The flat CBOR vector of `counters` (sorted, holding `writer`) in two parts: the
     bytes before the writer's counter and those after it."""
     flat = _flatten(counters)

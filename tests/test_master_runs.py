@@ -11,7 +11,7 @@ import random
 import pytest
 
 from meshstream.clocks import VersionVector
-from meshstream.envelope import Event, _count_heads, _head
+from meshstream.envelope import Event, _head, count_heads
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.protocol.effects import Persist
 from meshstream.protocol import replication
@@ -27,8 +27,8 @@ NAMES = ["n1", "n2", "n3"]
 
 def test_count_heads_are_the_heads_of_each_counter() -> None:
     for start in [1, 20, 23, 24, 250, 255, 256, 65530, 65535, 65536, 2**32 - 2, 2**32, 2**64 - 4]:
-        assert _count_heads(start, start + 4) == [_head(0, n) for n in range(start, start + 4)], start
-    assert _count_heads(0, 300) == [_head(0, n) for n in range(300)]
+        assert count_heads(start, start + 4) == [_head(0, n) for n in range(start, start + 4)], start
+    assert count_heads(0, 300) == [_head(0, n) for n in range(300)]
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -33,6 +33,7 @@ from meshstream.envelope import DATA_BYTES_HARD_MAX, DIGEST_BYTES, ENVELOPE_VERS
 from meshstream.envelope import make_dot_unchecked, make_event_unchecked
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import LocalProtocolError, RemoteProtocolError
+from meshstream.wire.run_template import template_run
 
 _blake3 = blake3.blake3
 _new = object.__new__
@@ -77,7 +78,11 @@ def decode_envelopes(envelopes: Sequence[bytes]) -> list[Event]:
 def decode_run(envelopes: Sequence[bytes]) -> EnvelopeRun | list[Event]:
     """`decode_envelopes`, as an `EnvelopeRun` when the events form one (one writer's
     consecutive dots in one stream, no metadata, one-peer contexts: a catch-up batch or a
-    master's push); the same checks, the same errors."""
+    master's push); the same checks, the same errors. A run as `seal_run` writes it is
+    read by its template (run_template.py), with no CBOR decoder; anything else here."""
+    run = template_run(envelopes)
+    if run is not None:
+        return run
     bodies, digests, slow = _checked_bodies(envelopes)
     fields = _decode_bodies(bodies, slow)
     run = _run_of(envelopes, digests, fields) if not slow and envelopes else None
