@@ -29,10 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from meshstream.clocks import VersionVector  # noqa: E402
 from meshstream.envelope import Event  # noqa: E402
 from meshstream.store.segment import (  # noqa: E402
-    SNAPSHOT_EVERY_FRACTION,
-    SNAPSHOT_EVERY_RECORDS_MIN,
     SNAPSHOT_NAME,
     SegmentStore,
+    records_between_snapshots,
 )
 
 PAYLOAD_BYTES = 200
@@ -94,7 +93,7 @@ def bench_scrub(directory: str) -> tuple[float, float]:
 
 def crash_tail(count: int) -> int:
     """The most records a crash can leave unreplayed: just under the checkpoint interval."""
-    return max(SNAPSHOT_EVERY_RECORDS_MIN, count // SNAPSHOT_EVERY_FRACTION) - 1000
+    return records_between_snapshots(count) - 1000
 
 
 def build_big(directory: str, count: int) -> None:

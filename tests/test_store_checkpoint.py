@@ -90,3 +90,12 @@ def test_a_checkpoint_that_cannot_be_written_loses_nothing(tmp_path, monkeypatch
         assert len(reopened.read("grown", VersionVector(), 1000)) == 4 * BATCH_EVENTS
     finally:
         reopened.close()
+
+
+def test_the_snapshot_interval_bounds_the_replay_after_a_crash(monkeypatch):
+    """A crash leaves at most the records since the last snapshot to replay: a quarter of
+    the store once it is large (bench/store_bench.py times opening 1M events so)."""
+    monkeypatch.undo()  # the real interval, not this file's small one
+    intervals = {records: segment.records_between_snapshots(records) for records in (0, 10**5, 10**6, 10**7)}
+    assert intervals[0] == intervals[10**5] == segment.SNAPSHOT_EVERY_RECORDS_MIN
+    assert intervals[10**6] == 10**6 // 4 and intervals[10**7] == 10**7 // 4
