@@ -58,3 +58,46 @@ async def test_a_link_that_never_connected_redials_a_late_listener_quickly():
         assert received[0][1] == message
         nursery.cancel_scope.cancel()
 
+
+
+async def test_a_peer_that_dials_in_is_redialled_at_once_not_after_the_backoff(monkeypatch):
+    """A link whose peer died waits out its backoff (up to ~3 s after a long death); when the
+    peer is back and dials in, `wake` ends the wait: what was queued meanwhile arrives now."""
+    monkeypatch.setattr(links_module, "RECONNECT_BACKOFF_MIN_S", 60.0)  # without a wake: no redial in this test
+    port = _unused_port()
+    address = f"127.0.0.1:{port}"
+    received: list[object] = []
+    arrived = trio.Event()
+
+    async def serve(stream):
+        session = await handshake(stream, make_hello("meshstream", "back", "peer", address), CONFIG, None)
+
+        def on_message(message):
+            received.append(message)
+            arrived.set()
+
+        await Connection(stream, session, CONFIG, "test server").run(on_message)
+
+    async with trio.open_nursery() as nursery:
+        links = PeerLinks(nursery, CONFIG, lambda: make_hello("meshstream", "here", "peer", "127.0.0.1:1"), None,
+                          lambda src, message: None, rng=random.Random(7))
+        async with trio.open_nursery() as first_life:
+            first_life.start_soon(trio.serve_listeners, serve, await trio.open_tcp_listeners(port, host="127.0.0.1"))
+            assert links.send(address, WhoAreYou())
+            with trio.fail_after(5):
+                await arrived.wait()
+            first_life.cancel_scope.cancel()  # the peer dies: the link loses it and waits 30-90 s
+        arrived = trio.Event()
+        with trio.fail_after(5):
+            while links.connected_peers():
+                await trio.sleep(0.01)
+        nursery.start_soon(trio.serve_listeners, serve, await trio.open_tcp_listeners(port, host="127.0.0.1"))
+        queued = WhoAreYou()
+        assert links.send(address, queued)
+        await trio.sleep(0.3)
+        assert len(received) == 1, "the link redialled before the wake: the test shows nothing"
+        links.wake(address)
+        with trio.fail_after(2):
+            await arrived.wait()
+        assert received == [WhoAreYou(), queued]
+        nursery.cancel_scope.cancel()

@@ -21,6 +21,7 @@ from meshstream.config import Config
 from meshstream.envelope import Event
 from meshstream.protocol.effects import Deliver, Journal, Persist, Reply
 from meshstream.runtime.peer import Peer, PeerOptions
+from meshstream.runtime.transport import handshake, make_hello
 from meshstream.wire.mac import derive_cluster_key
 from meshstream.wire.messages import AppendReply, Appended, AppendRequest, ReadReply, ReadRequest, StatusReply
 
@@ -238,3 +239,23 @@ def test_generated_keys_never_repeat_across_pool_draws_or_a_fork():
     assert all(type(item) is client.AppendItem and item == client.AppendItem(item.key, b"d", {}) for item in items)
     client._forget_keys()  # what a forked child runs: it draws a fresh pool
     assert client.make_item(b"d").key not in set(keys)
+
+
+async def test_a_peer_dialling_in_wakes_the_links_to_its_address(tmp_path, monkeypatch):
+    from meshstream.runtime import links as links_module
+
+    woken: list[str] = []
+    monkeypatch.setattr(links_module.PeerLinks, "wake", lambda self, address: woken.append(address))
+    async with trio.open_nursery() as nursery:
+        peer, address, node, _ = await _start(nursery, tmp_path)
+        host, port = address.rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        await handshake(stream, make_hello("meshstream", "n2", "peer", "127.0.0.1:7001"), CONFIG, None)
+        async with open_client([address]) as client:  # a client's Hello wakes nothing
+            await client.status()
+        with trio.fail_after(5):
+            while not woken:
+                await trio.sleep(0.01)
+        assert woken == ["127.0.0.1:7001"]
+        await stream.aclose()
+        peer.stop()

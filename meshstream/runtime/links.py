@@ -13,7 +13,9 @@ joins) travel on their own connection so that a probe never waits behind megabyt
 replication traffic and a busy peer is not suspected for its backlog.
 
 A link that has never connected backs off at most `RECONNECT_BACKOFF_UNMET_MAX_S` (often a
-seed still starting). A link that has failed for `LINK_IDLE_S` with nothing new to send
+seed still starting). `wake(address)` ends a link's wait at once (the peer calls it when
+that address dials in: it is back), so a restarted peer is answered now, not after up to
+3 s of the backoff its death built up. A link that has failed for `LINK_IDLE_S` with nothing new to send
 ends; the next `send` starts it again. Messages that arrive on an outgoing connection are
 handed to `on_message` with the remote's name from its Hello, like those on incoming ones.
 With a `flusher`, a connected link's sends wait for the owner's `flusher.flush()` (see
@@ -63,6 +65,7 @@ class _Link:
         self.last_send = trio.current_time()
         self.connection: Connection | None = None
         self.remote_peer = ""
+        self.woken = trio.Event()  # set by `PeerLinks.wake`: redial now
 
 
 class PeerLinks:
@@ -105,6 +108,14 @@ class PeerLinks:
             link.outbox.connection.queued()
         return True
 
+    def wake(self, address: str) -> None:
+        """Redial `address` now on each of its links waiting to redial (it has just dialled
+        in, so it is up again), with the backoff reset. Starts no link."""
+        for lane in ("control", "data"):
+            link = self._links.get((address, lane))
+            if link is not None:
+                link.woken.set()
+
     def connected_peers(self) -> list[str]:
         return sorted(link.remote_peer for link in self._links.values() if link.connection and link.remote_peer)
 
@@ -119,13 +130,17 @@ class PeerLinks:
         ever_connected = False
         try:
             while True:
+                link.woken = trio.Event()  # a wake from here on (even mid-dial) ends the next wait
                 connected = await self._connect_once(link)
                 ever_connected = ever_connected or connected
                 cap = RECONNECT_BACKOFF_MAX_S if ever_connected else RECONNECT_BACKOFF_UNMET_MAX_S
                 backoff = RECONNECT_BACKOFF_MIN_S if connected else min(backoff * 2, cap)
                 if trio.current_time() - link.last_send > LINK_IDLE_S:
                     return
-                await trio.sleep(backoff * self._rng.uniform(0.5, 1.5))
+                with trio.move_on_after(backoff * self._rng.uniform(0.5, 1.5)):
+                    await link.woken.wait()
+                if link.woken.is_set():
+                    backoff = RECONNECT_BACKOFF_MIN_S
         finally:
             del self._links[link.lane]
 

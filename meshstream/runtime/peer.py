@@ -183,6 +183,7 @@ class Peer:
         if hello.role == "peer":
             if hello.address:
                 self.driver.hello_addresses[hello.peer] = hello.address
+                self.driver.links.wake(hello.address)  # it is up: our links to it redial now
             on_message: Callable[[Any], None] = lambda message: self._peer_message(hello.peer, message)
         else:
             client = self.driver.register_client(connection)
