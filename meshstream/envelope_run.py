@@ -35,7 +35,7 @@ class EnvelopeRun(Sequence[Event]):
     convention."""
 
     __slots__ = ("stream", "writer", "first", "keys", "datas", "context_base", "writer_counts", "digests",
-                 "envelopes", "hashes", "_events", "_dots", "_naturals")
+                 "envelopes", "hashes", "key_mark", "_events", "_dots", "_naturals")
 
     def __init__(self, stream: str, writer: str, first: int, keys: list[bytes], datas: list[bytes],
                  context_base: dict[str, int], writer_counts: list[int], digests: list[bytes],
@@ -46,6 +46,7 @@ class EnvelopeRun(Sequence[Event]):
         self.keys, self.datas, self.digests, self.envelopes = keys, datas, digests, envelopes
         self.context_base, self.writer_counts = context_base, writer_counts
         self.hashes: list[int] | None = None  # natural-key hashes, once the store computed them
+        self.key_mark: tuple | None = None  # (a store's KeyIndex, its `added`) when none of the keys was there
         self._events: list[Event] | None = None
         self._dots: list[tuple[str, str, int]] | None = None
         self._naturals: list[tuple[str, bytes]] | None = None
@@ -61,6 +62,9 @@ class EnvelopeRun(Sequence[Event]):
                      column("writer_counts"), column("digests"), column("envelopes"))
         if all(run.hashes is not None for run in runs):
             joined.hashes = column("hashes")
+        marks = [run.key_mark for run in runs]
+        if all(mark is not None and mark[0] is marks[0][0] for mark in marks):
+            joined.key_mark = min(marks, key=lambda mark: mark[1])  # keys added since the earliest check
         return joined
 
     def continued_by(self, other: "EnvelopeRun") -> bool:

@@ -119,3 +119,23 @@ def test_a_run_with_one_tampered_envelope_is_refused_and_changes_nothing() -> No
         node.receive("n1", SyncEnvelopes(1, tuple(envelopes), True), now)
     assert node.unpersisted == before, "seed=45"
     assert not harness.peers["n3"].store.read(STREAM, VersionVector(), 10), "seed=45"
+
+
+@pytest.mark.parametrize("adds_between", [0, 1, 200])
+def test_a_key_stored_between_a_runs_two_checks_is_caught_at_the_second(adds_between: int) -> None:
+    """A run found new when it arrives is checked again when its batch is written, against
+    the keys added since (or the whole table once those are no longer all kept): a key
+    stored in between makes the run go event by event, and the store keeps one event."""
+    harness, node, now = _mesh(43)
+    store = harness.peers["n3"].store
+    run = _run(_events(2, 20))
+    assert store.unheld_run(run) and run.key_mark is not None
+    for number in range(adds_between):
+        store.append_batch([Event.sequence("other", b"o%d" % number, b"", {}, Dot("n2", number + 1), VersionVector())],
+                           on_conflict="resolve")
+    rival = Event.sequence(STREAM, b"k00010", b"rival", {}, Dot("n2", 500), VersionVector())
+    store.append_batch([rival], on_conflict="resolve")
+    store.append_batch(run, on_conflict="resolve")
+    kept = store.get(STREAM, b"k00010")
+    assert kept is not None and kept.digest == min(rival.digest, run.event_of(b"k00010").digest), "seed=43"
+    assert store.get(STREAM, b"k00011").dot == Dot("n1", 11), "seed=43: the rest of the run is stored"

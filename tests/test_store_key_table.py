@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshstream.store.key_table import KeyIndex
+from meshstream.store.key_table import RECENT_ADDS_KEPT, KeyIndex
 
 HASHES = st.integers(min_value=0, max_value=2**64 - 1)
 
@@ -25,3 +25,17 @@ def test_lookups_agree_with_a_set(stored: list[int], asked: list[int], data: st.
     if stored:
         first = stored[0] or 1
         assert sorted(table.candidates(stored[0])) == [rid for rid, hashed in enumerate(stored) if (hashed or 1) == first]
+
+
+def test_added_since_gives_what_came_after_a_mark_while_it_is_kept() -> None:
+    table = KeyIndex()
+    table.add_many([11, 12], 0)
+    mark = table.added
+    assert table.added_since(mark) == []
+    table.add(13, 2)
+    table.add_many([14, 15], 3)
+    assert table.added_since(mark) == [13, 14, 15]
+    for rid in range(5, 5 + RECENT_ADDS_KEPT):
+        table.add(100 + rid, rid)
+    assert table.added_since(mark) is None, "the adds after the mark are no longer all kept"
+    assert table.added_since(table.added - 1) == [100 + 4 + RECENT_ADDS_KEPT]

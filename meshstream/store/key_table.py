@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import itertools
 from array import array
+from collections import deque
 from collections.abc import Sequence
 
 import blake3
 
 KEY_TABLE_SLOTS_MIN = 1 << 10  # a small store (the simulator runs hundreds) stays small
+RECENT_ADDS_KEPT = 64  # adds remembered for `added_since` (a catch-up has 2 batches in flight)
 _blake3 = blake3.blake3
 _from_bytes = int.from_bytes
 
@@ -35,15 +37,22 @@ class KeyIndex:
     touches one or two slots. Equal hashes are possible (and stored side by side in the
     probe run): callers check the key. Keys are never removed (a dead record's entry is
     skipped by its state), so probing needs no tombstones. The table doubles at 70% load.
+
+    `added` counts the calls of `add` and `add_many`, and the hashes of the last
+    RECENT_ADDS_KEPT are kept: `added_since(mark)` lets a caller that found keys absent at
+    `mark` re-check them against what came since, with C set operations instead of probing
+    (a catch-up's run is checked when it arrives and again when its batch is written).
     """
 
-    __slots__ = ("hashes", "rids", "mask", "count")
+    __slots__ = ("hashes", "rids", "mask", "count", "added", "recent")
 
     def __init__(self, slots: int = KEY_TABLE_SLOTS_MIN) -> None:
         self.hashes = array("Q", bytes(8 * slots))
         self.rids = array("I", bytes(4 * slots))
         self.mask = slots - 1
         self.count = 0
+        self.added = 0
+        self.recent: deque[tuple[int, tuple[int, ...]]] = deque(maxlen=RECENT_ADDS_KEPT)
 
     def _reserve(self, more: int) -> None:
         slots = self.mask + 1
@@ -72,11 +81,26 @@ class KeyIndex:
     def add(self, hashed: int, rid: int) -> None:
         self._reserve(1)
         self._insert((hashed,), (rid,))
+        self._note((hashed,))
 
     def add_many(self, hashes: list[int], first: int) -> None:
         """`add(hashes[i], first + i)` for each i."""
         self._reserve(len(hashes))
         self._insert(hashes, range(first, first + len(hashes)))
+        self._note(tuple(hashes))
+
+    def _note(self, hashes: tuple[int, ...]) -> None:
+        self.added += 1
+        self.recent.append((self.added, hashes))
+
+    def added_since(self, mark: int) -> list[int] | None:
+        """The hashes added after `added` was `mark`; None when some of them are no
+        longer kept (the caller then probes the table)."""
+        if mark == self.added:
+            return []
+        if mark > self.added or not self.recent or self.recent[0][0] > mark + 1:
+            return None
+        return [hashed for number, hashes in self.recent if number > mark for hashed in hashes]
 
     def contains(self, hashed: int) -> bool:
         hashed = hashed or 1

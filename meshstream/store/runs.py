@@ -25,7 +25,9 @@ def run_key_hashes(run: EnvelopeRun) -> list[int]:
 
 
 def run_is_new(index, run: EnvelopeRun) -> bool:
-    """True when `index` certainly holds no dot and no natural key of `run`."""
+    """True when `index` certainly holds no dot and no natural key of `run`. A run found
+    new before (`run.key_mark`) has its keys checked only against those added since, when
+    the key table still knows them (`KeyIndex.added_since`)."""
     hashes = run_key_hashes(run)
     found = index.stream(run.stream)
     log = None if found is None else found.logs.get(run.writer)
@@ -33,7 +35,14 @@ def run_is_new(index, run: EnvelopeRun) -> bool:
         at = bisect.bisect_left(log.counters, run.first)
         if at < len(log.counters) and log.counters[at] <= run.last:
             return False
-    return len(set(hashes)) == len(hashes) and not index.keys.contains_any(hashes)
+    distinct = set(hashes)
+    if len(distinct) != len(hashes):
+        return False
+    keys, mark = index.keys, run.key_mark
+    since = keys.added_since(mark[1]) if mark is not None and mark[0] is keys else None
+    new = distinct.isdisjoint(since) if since is not None else not keys.contains_any(hashes)
+    run.key_mark = (keys, keys.added) if new else None
+    return new
 
 
 def prepare_run(index, run: EnvelopeRun, prepared) -> bool:
