@@ -97,5 +97,5 @@ def test_the_snapshot_interval_bounds_the_replay_after_a_crash(monkeypatch):
     the store once it is large (bench/store_bench.py times opening 1M events so)."""
     monkeypatch.undo()  # the real interval, not this file's small one
     intervals = {records: segment.records_between_snapshots(records) for records in (0, 10**5, 10**6, 10**7)}
-    assert intervals[0] == intervals[10**5] == segment.SNAPSHOT_EVERY_RECORDS_MIN
-    assert intervals[10**6] == 10**6 // 4 and intervals[10**7] == 10**7 // 4
+    assert intervals[0] == intervals[10**5] == intervals[10**6] == segment.SNAPSHOT_EVERY_RECORDS_MIN == 250_000
+    assert intervals[10**7] == 10**7 // 4

@@ -54,11 +54,12 @@ SNAPSHOT_NAME = "index.snapshot"
 SNAPSHOT_MAGIC = b"MSX2"
 SNAPSHOT_VERSION = 3  # 3: the key index is a hash table
 DIGEST_BYTES = 32
-SNAPSHOT_EVERY_RECORDS_MIN = 100_000  # a checkpoint after this many new records, or
+SNAPSHOT_EVERY_RECORDS_MIN = 250_000  # a checkpoint after this many new records, or
 SNAPSHOT_EVERY_FRACTION = 4  # a quarter of the store, whichever is more: rewriting the snapshot
-# costs about 4 x 70 bytes per record appended (at 1/8, 8 x 70: a 1M-event catch-up spent ~10% of
-# its CPU on snapshots), and a replay after a crash stays near a quarter of a full scan (at 1/2,
-# opening 1M events after a crash took 3.6 s, over its 3 s goal: replay is ~7 us a record)
+# costs about 4 x 70 bytes per record appended once the store is past 1M records, and a replay
+# after a crash stays under ~250k records or a quarter of a full scan (replay: ~7 us a record;
+# at a half, opening 1M events after a crash took 3.6 s, over its 3 s goal). At 100k and an
+# eighth, a 1M-event catch-up wrote ten snapshots of its growing index: ~10% of its CPU.
 SCRUB_READ_BYTES_MAX = 1 << 20
 REPLAY_RUN_RECORDS = 1000  # records decoded and registered together on open
 _envelope_of = operator.attrgetter("envelope")
