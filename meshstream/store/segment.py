@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+from itertools import repeat
 import logging
 import mmap
 import operator
@@ -63,6 +64,7 @@ SNAPSHOT_EVERY_FRACTION = 4  # a quarter of the store, whichever is more: rewrit
 SCRUB_READ_BYTES_MAX = 1 << 20
 REPLAY_RUN_RECORDS = 1000  # records decoded and registered together on open
 _envelope_of = operator.attrgetter("envelope")
+assert records.HEADER.format.endswith(f"{records.RECORD_DIGEST_BYTES}s")  # packing a digest keeps its first 16 bytes
 _digest_of = operator.attrgetter("digest")
 log = logging.getLogger("meshstream.store")
 
@@ -416,13 +418,13 @@ class SegmentStore(IndexedStore):
     def _locate(self, prepared: Prepared) -> None:
         """Gather the batch into one buffer; event records need no hashing (records.py)."""
         events, special = prepared.events, prepared.special
-        pack, magic, digest_bytes = records.HEADER.pack, records.EVENT_MAGIC, records.RECORD_DIGEST_BYTES
+        pack, magic = records.HEADER.pack, records.EVENT_MAGIC
         header_bytes = records.HEADER_BYTES
         if type(events) is EnvelopeRun:  # the bytes as received (their digests checked on the wire)
             envelopes, digests = list(events.envelopes), events.digests
         else:
             envelopes, digests = list(map(_envelope_of, events)), map(_digest_of, events)
-        headers = [pack(magic, len(envelope), digest[:digest_bytes]) for envelope, digest in zip(envelopes, digests)]
+        headers = list(map(pack, repeat(magic), map(len, envelopes), digests))  # "16s": a digest's first 16 bytes
         for position, how in special.items():
             if how.kind != OP_EVENT:
                 event = events[position]
@@ -431,7 +433,7 @@ class SegmentStore(IndexedStore):
         parts: list[bytes] = [b""] * (2 * len(events))
         parts[0::2], parts[1::2] = headers, envelopes
         buffer = b"".join(parts)
-        prepared.lengths = [header_bytes + size for size in map(len, envelopes)]
+        prepared.lengths = [header_bytes + size for size in map(len, envelopes)]  # specials' sizes differ
         segment, offset = self._tail_segment, self._tail_size
         if offset > 0 and offset + len(buffer) > self._config.segment_bytes_max:
             segment, offset = segment + 1, 0

@@ -43,7 +43,7 @@ _RUN_EVENTS_MIN = 2  # one event: the general path costs as much, and is the one
 def template_run(envelopes: Sequence[bytes]) -> EnvelopeRun | None:
     """The run of `envelopes` when every one is a run event in the first one's template
     (see the module docstring); None otherwise. Never raises on bad input."""
-    if len(envelopes) < _RUN_EVENTS_MIN or any(type(envelope) is not bytes for envelope in envelopes):
+    if len(envelopes) < _RUN_EVENTS_MIN or set(map(type, envelopes)) != {bytes}:
         return None
     try:
         first = decode_event(envelopes[0])
