@@ -25,6 +25,7 @@ unusual envelope included, makes it return None, and `decode_run`'s general path
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 
 import blake3
 import cbor2
@@ -58,7 +59,8 @@ def template_run(envelopes: Sequence[bytes]) -> EnvelopeRun | None:
     before, after = context_around(context, writer)
     dot_start = b"\xa0\x82" + cbor2.dumps(writer)
     heads = count_heads(counter - 1, counter + len(envelopes))  # heads[i]: event i's context entry, heads[i + 1]: its dot
-    tails = [b"".join((dot_start, dot_head, before, held_head, after)) for held_head, dot_head in zip(heads, heads[1:])]
+    # Each body's last bytes, and the digest's head after them (the envelope's second item).
+    tails = list(map(b"".join, zip(repeat(dot_start), heads[1:], repeat(before), heads, repeat(after + _DIGEST_MARK))))
     columns = _columns(envelopes, start, tails)
     if columns is None:
         return None
@@ -72,11 +74,12 @@ def template_run(envelopes: Sequence[bytes]) -> EnvelopeRun | None:
 
 def _columns(envelopes: Sequence[bytes], start: bytes, tails: list[bytes]) -> tuple[list, list, list] | None:
     """(keys, datas, digests) of envelopes whose bodies are `start`, a key, a data and
-    `tails[i]`, each digest checked; None at the first that is not."""
+    `tails[i]` (which ends with the digest's head), each digest checked; None at the first
+    that is not."""
     keys: list[bytes] = []
     datas: list[bytes] = []
     digests: list[bytes] = []
-    blake, mark, skip = _blake3, _DIGEST_MARK, len(start)
+    blake, skip = _blake3, len(start)
     try:
         for envelope, tail in zip(envelopes, tails):
             head = envelope[1]  # the body's head: 24-255 bytes (0x58) or 256-65535 (0x59)
@@ -86,7 +89,7 @@ def _columns(envelopes: Sequence[bytes], start: bytes, tails: list[bytes]) -> tu
                 body_at, end = 4, 4 + ((envelope[2] << 8) | envelope[3])
             else:
                 return None
-            if len(envelope) != end + 34 or not envelope.startswith(start, body_at) or not envelope.startswith(mark, end):
+            if len(envelope) != end + 34 or not envelope.startswith(start, body_at):
                 return None
             at = body_at + skip
             head = envelope[at]  # the key: a byte string of 0-23 bytes, or 24-255
@@ -105,7 +108,7 @@ def _columns(envelopes: Sequence[bytes], start: bytes, tails: list[bytes]) -> tu
                 data_at, data_end = key_end + 3, key_end + 3 + ((envelope[key_end + 1] << 8) | envelope[key_end + 2])
             else:
                 return None
-            if data_end + len(tail) != end or not envelope.startswith(tail, data_end):
+            if data_end + len(tail) != end + 2 or not envelope.startswith(tail, data_end):  # the tail ends in the mark
                 return None
             digest = envelope[end + 2:]
             if blake(envelope[body_at:end]).digest() != digest:
