@@ -5,15 +5,18 @@ flight is found as with any event in flight."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import RemoteProtocolError
 from meshstream.protocol.effects import Journal, Persist, take_group_commit
+from meshstream.protocol.in_flight import InFlightDots
 from meshstream.wire.envelope_batch import decode_run
 from meshstream.wire.replication_messages import Replicate, SyncEnvelopes
 from meshstream.wire.schema import message_from_bytes, message_to_bytes
@@ -59,7 +62,7 @@ def test_a_new_run_is_persisted_whole_and_tracked_until_durable() -> None:
     assert [natural for natural in node.unpersisted if natural[0] == STREAM] == [(STREAM, b"k00050")], "seed=41"
     assert node.unpersisted[STREAM, b"k00050"] is stranger
     del node.unpersisted[STREAM, b"k00050"]
-    assert not any(dot[0] == STREAM for dot in node._unpersisted_dots), "seed=41"
+    assert not any((STREAM, "n1", counter) in node._unpersisted_dots for counter in range(1, 103)), "seed=41"
     assert harness.peers["n3"].store.version_vector(STREAM).get("n1") == 0  # 2..101: dot 1 never came
     assert len(harness.peers["n3"].store.read(STREAM, VersionVector(), 1000)) == 100
 
@@ -139,3 +142,34 @@ def test_a_key_stored_between_a_runs_two_checks_is_caught_at_the_second(adds_bet
     kept = store.get(STREAM, b"k00010")
     assert kept is not None and kept.digest == min(rival.digest, run.event_of(b"k00010").digest), "seed=43"
     assert store.get(STREAM, b"k00011").dot == Dot("n1", 11), "seed=43: the rest of the run is stored"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["run", "single", "done"]), st.sampled_from(["n1", "n2"]),
+                          st.integers(1, 40), st.integers(1, 8)), max_size=30))
+def test_dots_in_flight_agree_with_a_multiset_of_dots(steps) -> None:
+    """`InFlightDots` (runs as ranges, single events in a set) answers as a count of the
+    runs holding each dot and a set of the single dots would: in flight while any holds it."""
+    dots, model, singles = InFlightDots(), Counter(), set()
+    runs: list[EnvelopeRun] = []
+    for action, writer, first, count in steps:
+        if action == "run":
+            run = _run(_events(first + 1, count, writer))
+            counters = range(run.first, run.last + 1)
+            assert dots.isdisjoint_run(run) == all(model[STREAM, writer, c] == 0 and (STREAM, writer, c) not in singles
+                                                   for c in counters)
+            dots.add_run(run)
+            model.update((STREAM, writer, c) for c in counters)
+            runs.append(run)
+        elif action == "single":
+            dots.single.add((STREAM, writer, first))
+            singles.add((STREAM, writer, first))
+        elif runs:
+            run = runs.pop(first % len(runs))
+            dots.discard_run(run)
+            model.subtract((STREAM, run.writer, c) for c in range(run.first, run.last + 1))
+        for counter in range(1, 52):
+            for peer in ("n1", "n2"):
+                held = model[STREAM, peer, counter] > 0 or (STREAM, peer, counter) in singles
+                assert ((STREAM, peer, counter) in dots) == held, (steps, peer, counter)
+    assert bool(dots) == (bool(singles) or any(value > 0 for value in model.values()))

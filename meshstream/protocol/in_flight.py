@@ -6,8 +6,8 @@ and its dot (`Node._unpersisted_dots`), and per stream and writer the top of the
 contiguous with the store's vector (`Node.pull_vector` asks for what lies beyond it).
 `Node.persisted` undoes that once the store made them durable. A catch-up or a master's
 push arrives as an `EnvelopeRun`: when none of its keys or dots is held or in flight, it is
-taken whole (`take_run`) and tracked with set operations; anything else is sorted event by
-event (`sort_incoming`).
+taken whole (`take_run`) and tracked with set operations and one range of dots
+(`InFlightDots`); anything else is sorted event by event (`sort_incoming`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,52 @@ if TYPE_CHECKING:
     from meshstream.store.api import EventStore
 
 
+class InFlightDots:
+    """The dots of events on their way to the store, as (stream, peer, counter). Events
+    one by one are kept in a set; a run taken whole (`take_run`) as one range of counters
+    of its (stream, writer): a 2,048-event catch-up batch is one entry, not 2,048 tuples
+    made, hashed, added and removed (~0.35 us an event of the returning peer's thread).
+    A dot counts as in flight while any persist that holds it is (a run, or the same
+    event sent again and persisted alone)."""
+
+    __slots__ = ("single", "_runs")
+
+    def __init__(self) -> None:
+        self.single: set[tuple[str, str, int]] = set()
+        self._runs: dict[tuple[str, str], list[range]] = {}  # (stream, writer) -> counters of runs in flight
+
+    def __bool__(self) -> bool:
+        return bool(self.single) or bool(self._runs)
+
+    def __contains__(self, dot: tuple[str, str, int]) -> bool:
+        return dot in self.single or (bool(self._runs) and self.in_runs(dot))
+
+    def in_runs(self, dot: tuple[str, str, int]) -> bool:
+        stream, peer, counter = dot
+        return any(counter in counters for counters in self._runs.get((stream, peer), ()))
+
+    def add_run(self, run: EnvelopeRun) -> None:
+        self._runs.setdefault((run.stream, run.writer), []).append(run.counters())
+
+    def discard_run(self, run: EnvelopeRun) -> None:
+        key = (run.stream, run.writer)
+        ranges = self._runs.get(key)
+        if ranges is not None and run.counters() in ranges:
+            ranges.remove(run.counters())
+            if not ranges:
+                del self._runs[key]
+
+    def isdisjoint_run(self, run: EnvelopeRun) -> bool:
+        """True when no dot of `run` is in flight."""
+        first, last = run.first, run.last
+        in_flight = self._runs.get((run.stream, run.writer), ())
+        if any(counters.start <= last and first < counters.stop for counters in in_flight):
+            return False
+        return not self.single or self.single.isdisjoint(run.dots())
+
+
 def track_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, bytes], Event],
-                    in_flight: set[tuple[str, str, int]], heads: dict[str, dict[str, int]],
+                    in_flight: InFlightDots, heads: dict[str, dict[str, int]],
                     store: EventStore) -> set[str]:
     """`Node.persist`'s bookkeeping of events on their way to the store: each natural key
     (the first event of it in flight is kept) and dot (as (stream, peer, counter): a tuple
@@ -40,7 +84,7 @@ def track_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, bytes]
         return _track_run(events, unpersisted, in_flight, heads, store)
     tops: dict[tuple[str, str], int] = {}  # (stream, writer) -> the head of its run so far
     starts: dict[tuple[str, str], int] = {}  # ... and before these events
-    keep, add = unpersisted.setdefault, in_flight.add
+    keep, add = unpersisted.setdefault, in_flight.single.add
     name = writer = None
     top = 0
     for event in events:
@@ -67,12 +111,12 @@ def track_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, bytes]
 
 
 def untrack_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, bytes], Event],
-                      in_flight: set[tuple[str, str, int]]) -> None:
+                      in_flight: InFlightDots) -> None:
     """Undo `track_in_flight` for events now durable (a natural key only if it still
     names this event: another copy of it may have gone in flight after it)."""
-    drop, kept = in_flight.discard, unpersisted.get
+    drop, kept = in_flight.single.discard, unpersisted.get
     if type(events) is EnvelopeRun:
-        in_flight.difference_update(events.dots())
+        in_flight.discard_run(events)
         # Its keys map to the run itself (`_track_run`; nothing replaces an entry in flight):
         # dropped in one C pass, any entry that is not the run put back.
         naturals = events.naturals()
@@ -87,12 +131,12 @@ def untrack_in_flight(events: Sequence[Event], unpersisted: dict[tuple[str, byte
             del unpersisted[stream, event.key]
 
 
-def _track_run(run: EnvelopeRun, unpersisted: dict, in_flight: set[tuple[str, str, int]],
+def _track_run(run: EnvelopeRun, unpersisted: dict, in_flight: InFlightDots,
                heads: dict[str, dict[str, int]], store: EventStore) -> set[str]:
     """`track_in_flight` for a run none of whose keys or dots is in flight (`take_run`):
     each natural key maps to the run (`Node._note_conflict` finds its event there)."""
     unpersisted.update(zip(run.naturals(), repeat(run)))
-    in_flight.update(run.dots())
+    in_flight.add_run(run)
     stream, writer = run.stream, run.writer
     if run.first == max(heads.get(stream, {}).get(writer, 0), store.version_vector(stream).get(writer)) + 1:
         heads.setdefault(stream, {})[writer] = run.last
@@ -106,7 +150,7 @@ def take_run(node: Node, run: EnvelopeRun, purpose: tuple) -> list[Effect] | Non
     run's events one by one (`sort_incoming`)."""
     unheld_run = getattr(node.store, "unheld_run", None)
     if unheld_run is None or not node.unpersisted.keys().isdisjoint(run.naturals()) \
-            or not node._unpersisted_dots.isdisjoint(run.dots()) or not unheld_run(run):
+            or not node._unpersisted_dots.isdisjoint_run(run) or not unheld_run(run):
         return None
     return node.persist(run, purpose)
 

@@ -48,7 +48,7 @@ from meshstream.protocol.membership import CONFIGURE_ALONE_PERIODS, Membership
 from meshstream.protocol.placements import PlacementView
 from meshstream.protocol.reads import Reads
 from meshstream.protocol.rebalance import Rebalance
-from meshstream.protocol.in_flight import sort_incoming, take_run, track_in_flight, untrack_in_flight
+from meshstream.protocol.in_flight import InFlightDots, sort_incoming, take_run, track_in_flight, untrack_in_flight
 from meshstream.protocol.replication import Writes
 from meshstream.protocol.scrub import Scrubber
 from meshstream.protocol.timers import Timers
@@ -96,7 +96,7 @@ class Node:
         self._token_events: dict[int, tuple[list[Event], list[Event]]] = {}  # (all, fresh)
         self._next_token = 0
         self.unpersisted: dict[tuple[str, bytes], Event] = {}  # natural key -> event in flight
-        self._unpersisted_dots: set[tuple[str, str, int]] = set()  # (stream, peer, counter) in flight
+        self._unpersisted_dots = InFlightDots()  # (stream, peer, counter) in flight
         # stream -> writer -> the top of a run of that writer's dots, each held or on its
         # way to the store, contiguous with the store's vector when persisted (pull_vector).
         self._inflight_heads: dict[str, dict[str, int]] = {}

@@ -58,9 +58,10 @@ def template_run(envelopes: Sequence[bytes]) -> EnvelopeRun | None:
     start = b"\x87\x01" + cbor2.dumps(stream)
     before, after = context_around(context, writer)
     dot_start = b"\xa0\x82" + cbor2.dumps(writer)
-    heads = count_heads(counter - 1, counter + len(envelopes))  # heads[i]: event i's context entry, heads[i + 1]: its dot
+    heads = count_heads(counter - 1, counter + len(envelopes))  # [i]: event i's context entry, [i + 1]: its dot
     # Each body's last bytes, and the digest's head after them (the envelope's second item).
-    tails = list(map(b"".join, zip(repeat(dot_start), heads[1:], repeat(before), heads, repeat(after + _DIGEST_MARK))))
+    parts = zip(repeat(dot_start), heads[1:], repeat(before), heads, repeat(after + _DIGEST_MARK))
+    tails = list(map(b"".join, parts))
     columns = _columns(envelopes, start, tails)
     if columns is None:
         return None
