@@ -15,8 +15,8 @@ replication traffic and a busy peer is not suspected for its backlog.
 A link that has never connected backs off at most `RECONNECT_BACKOFF_UNMET_MAX_S` (often a
 seed still starting). `wake(address)` ends a link's wait at once (the peer calls it when
 that address dials in: it is back), so a restarted peer is answered now, not after up to
-3 s of the backoff its death built up. A link that has failed for `LINK_IDLE_S` with nothing new to send
-ends; the next `send` starts it again. Messages that arrive on an outgoing connection are
+3 s of the backoff its death built up. A link that has failed for `LINK_IDLE_S` with
+nothing new to send ends; the next `send` starts it again. Messages that arrive on an outgoing connection are
 handed to `on_message` with the remote's name from its Hello, like those on incoming ones.
 With a `flusher`, a connected link's sends wait for the owner's `flusher.flush()` (see
 `transport.Connection`); `on_drained` is called after each run of messages read.
