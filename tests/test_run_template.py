@@ -15,7 +15,7 @@ from meshstream.envelope import Event, decode_event
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import RemoteProtocolError
 from meshstream.wire.envelope_batch import decode_run
-from meshstream.wire.run_template import template_run
+from meshstream.wire.run_template import run_extent, template_run
 
 
 def _run(count: int, data: bytes = b"x" * 200, counter: int = 40, writer: str = "n1.abc") -> list[Event]:
@@ -107,6 +107,25 @@ def test_a_key_head_in_a_longer_form_is_read_as_cbor_reads_it() -> None:
     assert _agrees(envelopes) is not None
 
 
+def test_heads_in_a_longer_form_in_an_envelope_as_long_as_the_others_are_read_as_cbor_reads_them() -> None:
+    """The batch is uniform in length, so only the heads tell that this envelope's key or
+    data is laid out differently (what the column-by-column reading must not miss)."""
+    longer_forms = {
+        "data": (b"\x58\x20" + b"y" * 32, b"\x59\x00\x1f" + b"y" * 31),  # 32 bytes; 31 in a 3-byte head
+        "key": (b"\x46k00001", b"\x58\x05k0000"),  # 6 bytes; 5 in a 2-byte head
+    }
+    for name, (usual, longer) in longer_forms.items():
+        envelopes = [event.envelope for event in _run(4, data=b"y" * 32)]
+        body = cbor2.loads(envelopes[1])[0]
+        assert usual in body, name
+        envelopes[1] = _resealed(body.replace(usual, longer))
+        assert len(set(map(len, envelopes))) == 1, name
+        run = _agrees(envelopes)  # event by event as decode_event reads them
+        assert run is not None, name
+        expected = decode_event(envelopes[1])
+        assert (run.keys[1], run.datas[1]) == (expected.key, expected.data), name
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_damage_to_a_run_is_never_accepted_wrongly(data: st.DataObject) -> None:
@@ -127,3 +146,21 @@ def test_damage_to_a_run_is_never_accepted_wrongly(data: st.DataObject) -> None:
         with pytest.raises(RemoteProtocolError):
             decode_run(envelopes)
 
+
+
+def test_the_extent_of_a_run_is_read_from_its_first_and_last_envelopes() -> None:
+    envelopes = [event.envelope for event in _run(6)]
+    assert run_extent(envelopes) == ("catch-up", "n1.abc", 46)
+    other_writer = [event.envelope for event in _run(2, writer="n2.def")]
+    system = [e.envelope for e in Event.seal_run("$topology", "n1", 4, VersionVector({"n1": 4}),
+                                                 [(b"a", b"", ()), (b"b", b"", ())])]
+    cases = {
+        "one event": envelopes[:1],
+        "a gap": envelopes[:2] + envelopes[3:],
+        "two writers": envelopes[:3] + other_writer[1:],
+        "a system stream": system,
+        "a bad last envelope": envelopes[:-1] + [envelopes[-1][:-1] + bytes([envelopes[-1][-1] ^ 1])],
+        "not bytes": envelopes[:-1] + [bytearray(envelopes[-1])],
+    }
+    for name, batch in cases.items():
+        assert run_extent(batch) is None, name
