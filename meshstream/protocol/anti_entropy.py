@@ -43,6 +43,7 @@ from meshstream.clocks import VersionVector
 from meshstream.ids import TOPOLOGY_STREAM
 from meshstream.protocol.effects import Effect, Send
 from meshstream.wire.envelope_batch import decode_run
+from meshstream.wire.run_template import run_extent
 from meshstream.wire.replication_messages import (
     CATCHUP_BATCH_EVENTS_MAX,
     SHARD_DIGEST_BYTES,
@@ -203,8 +204,9 @@ class AntiEntropy:
         return [Send(src, message)]
 
     def _pull(self, round_id: int, src: str, shards: list[int], topology: bool, now: float,
-              lock_s_min: float = PULL_LOCK_S_MIN) -> SyncPull:
-        """A pull for those of `shards` (and `$topology`) not already pulled from another."""
+              lock_s_min: float = PULL_LOCK_S_MIN, extent: tuple[str, str, int] | None = None) -> SyncPull:
+        """A pull for those of `shards` (and `$topology`) not already pulled from another;
+        `extent` (stream, writer, last counter) raises that stream's vector."""
         expiry = now + max(PULL_LOCK_INTERVALS * self.node.config.gossip_interval_s, lock_s_min)
         free = [s for s in shards if not self.pulling(s, now)]
         for shard in free:
@@ -217,6 +219,10 @@ class AntiEntropy:
             StreamVector(stream, self.node.pull_vector(stream))  # with events in flight here
             for shard in free for stream in self.node.streams_in(shard)
         )
+        if extent is not None and self.node.shard_of(extent[0]) in free:
+            stream, writer, counter = extent  # a stream new here is not in `streams_in` yet
+            others = tuple(v for v in vectors if v.stream != stream)
+            vectors = others + (StreamVector(stream, self.node.pull_vector(stream).merge({writer: counter})),)
         return SyncPull(round_id, tuple(free), vectors, vector, tuple(holes), (), False)
 
     # -- either side: a pull arrives --
@@ -267,13 +273,18 @@ class AntiEntropy:
         continued at once, while it is on its way to the store (catch-up pipelined: the
         partner reads the next batch during this one's commit and fsync), unless
         PIPELINED_EVENTS_MAX events are already in flight here; then at durability."""
+        pipelined = batch.more and len(self.node.unpersisted) < PIPELINED_EVENTS_MAX
+        extent = run_extent(batch.events) if pipelined and type(batch) is SyncEnvelopes else None
+        # A run's continuation goes out before the run is checked, naming its dots: the
+        # partner reads the next batch while this one is checked, not after.
+        effects = self.node.send_early(self._continue(src, batch.round_id, now, extent)) if extent else []
         events = decode_run(batch.events) if type(batch) is SyncEnvelopes else batch.events
         if TOPOLOGY_SHARD in self._pulling and self._pulling[TOPOLOGY_SHARD][0] == src and not batch.more:
             self.node.topology_synced_with(src, now)
-        if not batch.more or len(self.node.unpersisted) >= PIPELINED_EVENTS_MAX:
+        if not pipelined:
             return self.node.take_events(src, events, now, ("sync", src, (batch.round_id, batch.more)))
-        effects = self.node.take_events(src, events, now, ("sync", src, None))
-        return effects + self._continue(src, batch.round_id, now)
+        effects += self.node.take_events(src, events, now, ("sync", src, None))
+        return effects if extent else effects + self._continue(src, batch.round_id, now)
 
     def on_durable(self, src: str, pull: tuple[int, bool] | None, now: float) -> list[Effect]:
         """A batch from `src` answering our pull `pull` = (round, more) is durable: that
@@ -290,14 +301,16 @@ class AntiEntropy:
         self._release(src, round_id)
         return []
 
-    def _continue(self, src: str, round_id: int, now: float) -> list[Effect]:
+    def _continue(self, src: str, round_id: int, now: float,
+                  extent: tuple[str, str, int] | None = None) -> list[Effect]:
         """Pull the next batch of the shards pulled from `src` in `round_id`, straight from
         it: no offer (a digest of every shared shard on both sides) per batch. The pull
-        names the events in flight here (`Node.pull_vector`), so they are not sent again."""
+        names the events in flight here (`Node.pull_vector`), so they are not sent again,
+        and those of `extent` (stream, writer, last counter), a run on its way in."""
         pulled = self._release(src, round_id)
         self._round += 1
         shards = [s for s in pulled if s != TOPOLOGY_SHARD]
-        pull = self._pull(self._round, src, shards, TOPOLOGY_SHARD in pulled, now, CONTINUE_LOCK_S_MIN)
+        pull = self._pull(self._round, src, shards, TOPOLOGY_SHARD in pulled, now, CONTINUE_LOCK_S_MIN, extent)
         if not pull.shards and pull.topology is None:
             return self.start_round(src, now)  # locked meanwhile by another partner, or expired
         return [Send(src, SyncContinue(pull.round_id, pull.shards, pull.vectors, pull.topology,

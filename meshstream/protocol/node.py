@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from meshstream import ids
 from meshstream.clocks import Dot, VersionVector
@@ -85,6 +85,9 @@ class Node:
         self.store = store
         self.seeds = tuple(seeds)
         self.eager_push = True  # off only to measure anti-entropy alone (epidemic bench)
+        # Where `send_early` hands effects that should leave before an input is done (the
+        # runtime: sent at once); None (tests, the simulator): they go first in the result.
+        self.early_sink: Callable[[list[Effect]], None] | None = None
         self.log = TopologyLog(name)
         self.membership = Membership(name, address, config, random.Random(rng.getrandbits(64)), self)
         self.timers = Timers()
@@ -456,6 +459,15 @@ class Node:
         if events:
             self._heads[stream] = events[-1].dot
         return events
+
+    def send_early(self, effects: list[Effect]) -> list[Effect]:
+        """Effects to carry out before the rest of this input is handled (a catch-up's next
+        pull, before the batch is checked): given to `early_sink` when the runtime set one,
+        else returned, to go first in the input's effects."""
+        if self.early_sink is None:
+            return effects
+        self.early_sink(effects)
+        return []
 
     def take_events(self, src: str, events: Sequence[Event], now: float, purpose: tuple) -> list[Effect]:
         """Events from a peer (eager push or anti-entropy): persist those new here."""

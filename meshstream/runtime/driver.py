@@ -88,6 +88,7 @@ class Driver:
         self._nursery: trio.Nursery | None = None
         self.stopping = False
         self._departed = trio.Event()  # set once a graceful leave has handed its shards off
+        node.early_sink = self._execute_at_once  # a catch-up's next pull leaves before its batch is checked
 
     # -- lifecycle --
 
@@ -198,6 +199,11 @@ class Driver:
                     log.info("%s: %s", kind, text)
                 case _:
                     raise AssertionError(f"unknown effect {effect!r}")
+
+    def _execute_at_once(self, effects: list[Any]) -> None:
+        """`Node.send_early`: carry out `effects` and send them now, mid-input."""
+        self.execute(effects)
+        self.flusher.flush()
 
     def _with_route(self, client: int, reply: AppendReply) -> AppendReply:
         """`reply` with the stream's route hint in its detail, when it succeeded."""
