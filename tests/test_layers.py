@@ -34,7 +34,7 @@ FORBIDDEN_CALLS = {  # module -> attributes a sans-IO module may not touch (None
 ALLOWED_ATTRIBUTES = {"random": {"Random"}}  # a seeded generator passed in is the rule
 # Lower number = lower layer. Unlisted meshstream modules are faces (the top).
 LAYERS = [
-    (0, ("meshstream.errors", "meshstream.ids", "meshstream.config")),
+    (0, ("meshstream.errors", "meshstream.ids", "meshstream.config", "meshstream.hashing")),
     (1, ("meshstream.cbor", "meshstream.clocks", "meshstream.envelope", "meshstream.envelope_run", "meshstream.ordering",
          "meshstream.wire")),
     (2, ("topology",)),

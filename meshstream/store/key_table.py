@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import blake3
 
+from meshstream import hashing
+
 KEY_TABLE_SLOTS_MIN = 1 << 10  # a small store (the simulator runs hundreds) stays small
 RECENT_ADDS_KEPT = 64  # adds remembered for `added_since` (a catch-up has 2 batches in flight)
 _blake3 = blake3.blake3
@@ -22,9 +24,9 @@ def key_hash(stream: str, key: bytes) -> int:
 
 
 def key_hashes(stream: str, keys: Sequence[bytes]) -> list[int]:
-    """`key_hash` of each of `keys` in `stream`, in one comprehension (an append, a run)."""
-    prefix, blake, from_bytes = stream.encode("utf-8") + b"\x00", _blake3, _from_bytes
-    return [from_bytes(blake(prefix + key).digest(length=8), "little") for key in keys]
+    """`key_hash` of each of `keys` in `stream` (an append, a run), through one hasher."""
+    prefix = stream.encode("utf-8") + b"\x00"
+    return list(map(_from_bytes, hashing.digests(map(prefix.__add__, keys), 8), itertools.repeat("little")))
 
 
 class KeyIndex:

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from itertools import repeat
+from operator import add, itemgetter
 from typing import NamedTuple
 
 import blake3
 import cbor2
 
+from meshstream import hashing
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import DIGEST_BYTES, FAST_BUILD, Event, make_dot_unchecked, make_event_unchecked
 from meshstream.envelope import DotShell as _DotShell, EventShell as _EventShell
@@ -411,6 +414,9 @@ def read_run_envelopes(data: bytes, ats: list[int], lengths: list[int]) -> tuple
     (what a partner is sent: it decodes them itself), and the positions of the unsound
     ones (whose entries say why). The digest covers every byte of the body, so one hash
     per usual record is the whole check; anything unusual goes through `read_event`."""
+    uniform = _uniform_envelopes(data, ats, lengths)
+    if uniform is not None:
+        return uniform, []
     result: list[bytes | str] = []
     bad: list[int] = []
     append, framed, blake = result.append, _framed, _blake3
@@ -429,6 +435,33 @@ def read_run_envelopes(data: bytes, ats: list[int], lengths: list[int]) -> tuple
             bad.append(len(result))
         append(loaded)
     return result, bad
+
+
+def _uniform_envelopes(data: bytes, ats: list[int], lengths: list[int]) -> list[bytes] | None:
+    """`read_run_envelopes`' envelopes when every record is the usual one, all of one
+    length and all sound: each check and slice is one pass over the records in C (map),
+    not a Python loop per record (a partner's catch-up batch: 2,048 records). None when
+    the records are not all so; the caller's record-by-record pass then says which."""
+    if not ats or len(set(lengths)) != 1 or min(ats) < 0 or max(ats) + lengths[0] > len(data):
+        return None
+    size = lengths[0] - HEADER_BYTES
+    frame = (_frames.get(size) or _frame(size)) if size > 0 else None
+    if frame is None:
+        return None
+    prefix, start, end = frame
+    starts = list(map(add, ats, repeat(HEADER_BYTES)))
+    if not all(map(data.startswith, repeat(EVENT_MAGIC + size.to_bytes(4, "little")), ats)) \
+            or not all(map(data.startswith, repeat(prefix), starts)) \
+            or not all(map(data.startswith, repeat(_DIGEST_MARK), map(add, starts, repeat(end)))):
+        return None
+    envelopes = list(map(data.__getitem__, map(slice, starts, map(add, starts, repeat(size)))))
+    digests = list(map(itemgetter(slice(end + 2, size)), envelopes))
+    header_digests = map(data.__getitem__, map(slice, map(add, ats, repeat(8)), starts))  # HEADER: 4s I 16s
+    if not all(map(bytes.startswith, digests, header_digests)):
+        return None
+    if hashing.digests(map(itemgetter(slice(start, end)), envelopes)) != digests:
+        return None
+    return envelopes
 
 
 def scan_run(data: bytes, offset: int, end: int, count_max: int) -> tuple[list[Event], list[int], list[int]]:

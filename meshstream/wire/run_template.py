@@ -26,19 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import repeat
-from operator import itemgetter, methodcaller
+from operator import itemgetter
 
 import blake3
 import cbor2
 
-from meshstream import ids
+from meshstream import hashing, ids
 from meshstream.clocks import COUNTER_MAX
 from meshstream.envelope import DATA_BYTES_HARD_MAX, context_around, count_heads, decode_event
 from meshstream.envelope_run import EnvelopeRun
 from meshstream.errors import RemoteProtocolError
 
 _blake3 = blake3.blake3
-_digest_of = methodcaller("digest")
 _DIGEST_MARK = b"\x58\x20"  # a 32-byte byte string
 _RUN_EVENTS_MIN = 2  # one event: the general path costs as much, and is the one tested by every push
 
@@ -178,7 +177,7 @@ def _uniform_columns(envelopes: Sequence[bytes], start: bytes, tails: list[bytes
         return None
     digests = list(map(itemgetter(slice(end + 2, size)), envelopes))
     bodies = map(itemgetter(slice(body_at, end)), envelopes)
-    if list(map(_digest_of, map(_blake3, bodies))) != digests:
+    if hashing.digests(bodies) != digests:
         return None
     keys = list(map(itemgetter(slice(at, key_end)), envelopes))
     datas = list(map(itemgetter(slice(data_at, data_end)), envelopes))
