@@ -18,9 +18,14 @@ consecutive events (a catch-up's usual batch), which the node persists whole.
 Catch-up: a cut batch says `more`, and the receiver continues it with a `SyncContinue` to
 the same partner for the same shards (no offer round), answered with batches of up to
 `CATCHUP_BATCH_EVENTS_MAX` events: one pull, one decode pass and one fsync per ~2000
-events. It continues as soon as the batch arrives (pipelined: the partner reads the next
-batch during this one's commit and fsync; the pull names the events in flight here), or
-once it is durable when PIPELINED_EVENTS_MAX events are already in flight.
+events. It continues as soon as the batch arrives (pipelined; the pull names the events in
+flight here), or once it is durable when PIPELINED_EVENTS_MAX events are already in
+flight. A batch that is one writer's run (its first and last envelopes say so:
+`run_extent`) is continued before it is even checked, the pull naming its dots, through
+`Node.send_early`: the partner reads the next batch while this one is checked, decoded
+and written, instead of after (a 1M-event catch-up went from ~98k to ~113k events/s). Should
+the batch then fail its checks, nothing of it is in flight and the pull after names only
+what is held: its events are sent again.
 
 A peer has at most one pull of a shard outstanding (`_pulling`: shard -> partner, expiry,
 round). A pull is released when ITS answer is durable or continued (answers echo the

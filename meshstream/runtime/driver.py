@@ -14,6 +14,10 @@ returned effects are executed at once:
 - `Deliver(stream, events)`: wakes the long-poll reads parked on `stream`.
 - `Journal(kind, text)`: one log line.
 
+Effects the node hands to `Node.send_early` while an input is still being handled (a
+catch-up's next pull, before the batch it follows is checked) are carried out and sent at
+once (`_execute_at_once`), so the partner works on the next batch meanwhile.
+
 After a run of inputs (a reader calls `inputs_done()` once it has handed over every message
 it read) the driver sends what they queued, each connection's messages in one nonblocking
 send from this task (`transport.Flusher`), and then, if no batch is being written, starts
