@@ -8,6 +8,7 @@ import json
 import pytest
 
 from meshstream.clocks import VersionVector
+from meshstream.protocol.reads import status_document
 from meshstream.wire.messages import AppendItem, AppendRequest, ReadRequest, StatusReply, StatusRequest
 from meshstream.wire.messages import TopologyReply, TopologyRequest
 from tests.node_harness import Harness
@@ -183,7 +184,7 @@ def test_a_joiner_holding_part_of_its_snapshot_does_not_think_it_is_alone() -> N
     joiner.start(harness.now)
     effects = joiner.receive("n1", JoinReply(chunk, False), harness.now + 0.01)
     effects += joiner.tick(harness.now + 0.02)
-    assert not joiner.status()["synced"], "seed=81: a joiner mid-snapshot took itself for alone"
+    assert not status_document(joiner)["synced"], "seed=81: a joiner mid-snapshot took itself for alone"
     elected = [e for e in joiner.topology_events() if isinstance(fact_of(e), MasterElected)
                and fact_of(e).peer == "n4"]
     assert not elected, f"seed=81: the joiner elected itself: {[fact_of(e) for e in elected]}"

@@ -46,7 +46,7 @@ from meshstream.protocol.anti_entropy import AntiEntropy
 from meshstream.protocol.effects import Deliver, Effect, Journal, Persist, Reply, Send
 from meshstream.protocol.membership import CONFIGURE_ALONE_PERIODS, Membership
 from meshstream.protocol.placements import PlacementView
-from meshstream.protocol.reads import Reads
+from meshstream.protocol.reads import Reads, status_document
 from meshstream.protocol.rebalance import Rebalance
 from meshstream.protocol.in_flight import InFlightDots, sort_incoming, take_run, track_in_flight, untrack_in_flight
 from meshstream.protocol.replication import Writes
@@ -146,6 +146,11 @@ class Node:
         return stream is None or not self.rebalance.sequencing_paused(self.shard_of(stream))
 
     @property
+    def topology_synced(self) -> bool:
+        """True once this peer's `$topology` has matched a partner's (status shows it)."""
+        return self._topology_synced
+
+    @property
     def departed(self) -> bool:
         """A graceful leave has handed its shards off and published MemberLeft."""
         return self.rebalance.departed
@@ -233,31 +238,6 @@ class Node:
         if stream == TOPOLOGY_STREAM or any(not vector.contains(d) for d in self._losers.get(stream, ())):
             return [event.envelope for event in self.missing_events(stream, vector, limit)]
         return self.store.envelopes_missing(stream, vector, limit) if limit > 0 else []
-
-    def status(self) -> dict:
-        """A JSON-able document: this peer, the members, and each stream held here."""
-        members = [
-            {"peer": m.peer, "address": m.address, "status": m.status, "incarnation": m.incarnation}
-            for m in self.topology.members().values()
-        ]
-        streams = []
-        for stream in self.store.streams():
-            if stream.startswith(ids.SYSTEM_PREFIX):
-                continue
-            shard = self.shard_of(stream)
-            streams.append({
-                "stream": stream, "shard": shard, "master": self.master_of(stream),
-                "replicas": list(self.placement(shard)), "events": self.store.event_count(stream),
-                "version_vector": dict(self.store.version_vector(stream)),
-            })
-        return {
-            "name": self.name, "address": self.address, "writer": self.writer,
-            "shards": self.topology.shards, "replication_factor": self.topology.replication_factor,
-            "synced": self._topology_synced, "members": members, "streams": streams,
-            "appends_in_flight": self.writes.in_flight(),
-            "corrupt_records": len(self.store.corrupt_records()),
-            "rebalance": self.rebalance.status(),
-        }
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, now: float) -> list[Effect]:
@@ -381,7 +361,7 @@ class Node:
             case ReadRequest():
                 effects = self.reads.request(client, message, now)
             case StatusRequest():
-                effects = [Reply(client, StatusReply(message.request_id, json.dumps(self.status(), sort_keys=True)))]
+                effects = [Reply(client, StatusReply(message.request_id, json.dumps(status_document(self), sort_keys=True)))]
             case TopologyRequest():
                 view = json.dumps(self.topology.to_dict(), sort_keys=True)
                 effects = [Reply(client, TopologyReply(message.request_id, tuple(self.log.events()), view))]

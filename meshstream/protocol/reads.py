@@ -12,6 +12,8 @@ durable here (`wake`) or the wait ends, then answered.
 Only the shard's replicas hold a stream (and a replaced replica drops its copy), so a peer
 outside the placement answers `not_replica` with the replicas' addresses, best-ranked
 first, and the client reconnects there. With no live replica it serves what it holds.
+
+`status_document(node)` answers a status request (`meshstream status`).
 """
 
 from __future__ import annotations
@@ -103,3 +105,30 @@ class Reads:
             return []
         request = parked.request
         return [Reply(parked.client, ReadReply(request.request_id, (), request.cursor, "", ""))]
+
+
+def status_document(node: "Node") -> dict:
+    """`meshstream status`'s document, JSON-able: this peer, the members, and each
+    stream held here with its shard, master, replicas, count and vector."""
+    members = [
+        {"peer": m.peer, "address": m.address, "status": m.status, "incarnation": m.incarnation}
+        for m in node.topology.members().values()
+    ]
+    streams = []
+    for stream in node.store.streams():
+        if stream.startswith(ids.SYSTEM_PREFIX):
+            continue
+        shard = node.shard_of(stream)
+        streams.append({
+            "stream": stream, "shard": shard, "master": node.master_of(stream),
+            "replicas": list(node.placement(shard)), "events": node.store.event_count(stream),
+            "version_vector": dict(node.store.version_vector(stream)),
+        })
+    return {
+        "name": node.name, "address": node.address, "writer": node.writer,
+        "shards": node.topology.shards, "replication_factor": node.topology.replication_factor,
+        "synced": node.topology_synced, "members": members, "streams": streams,
+        "appends_in_flight": node.writes.in_flight(),
+        "corrupt_records": len(node.store.corrupt_records()),
+        "rebalance": node.rebalance.status(),
+    }
