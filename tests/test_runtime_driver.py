@@ -261,3 +261,34 @@ def _leaves(errors):
             yield from _leaves(error.exceptions)
         else:
             yield error
+
+
+class _CountingFlusher:
+    def __init__(self):
+        self.flushes = 0
+
+    def flush(self):
+        self.flushes += 1
+
+
+async def test_effects_sent_early_leave_before_the_input_is_done(autojump_clock):
+    """`Node.send_early` (a catch-up's next pull, before its batch is checked): the driver
+    carries the effects out and flushes while the node is still handling the input."""
+    node, store, links, flusher = Node(), Store(), Links(), _CountingFlusher()
+    seen_during_input = []
+
+    def receive(src, message, now):
+        node.early_sink([Send("n2", "next pull")])
+        seen_during_input.append((list(links.sent), flusher.flushes))
+        return [Send("n2", "after the batch")]
+
+    node.receive = receive
+    async with trio.open_nursery() as nursery:
+        driver = Driver(node, store, CONFIG, links, flusher)
+        await nursery.start(driver.run)
+        links.sent.clear()
+        flushes = flusher.flushes
+        driver.peer_message("n2", "a batch")
+        assert seen_during_input == [([("127.0.0.1:7002", "next pull")], flushes + 1)]
+        assert links.sent == [("127.0.0.1:7002", "next pull"), ("127.0.0.1:7002", "after the batch")]
+        nursery.cancel_scope.cancel()
