@@ -361,7 +361,8 @@ class Node:
             case ReadRequest():
                 effects = self.reads.request(client, message, now)
             case StatusRequest():
-                effects = [Reply(client, StatusReply(message.request_id, json.dumps(status_document(self), sort_keys=True)))]
+                document = json.dumps(status_document(self), sort_keys=True)
+                effects = [Reply(client, StatusReply(message.request_id, document))]
             case TopologyRequest():
                 view = json.dumps(self.topology.to_dict(), sort_keys=True)
                 effects = [Reply(client, TopologyReply(message.request_id, tuple(self.log.events()), view))]

@@ -49,6 +49,7 @@ KIND_DOT = 2
 KIND_DROP = 3
 HEADER = struct.Struct("<4sI16s")
 HEADER_BYTES = HEADER.size
+HEADER_DIGEST_AT = struct.calcsize("<4sI")  # where the header's digest prefix starts
 RECORD_DIGEST_BYTES = 16
 RECORD_BODY_BYTES_MAX = 80 * 1024 * 1024  # above the envelope's 64 MiB data ceiling
 TORN = "torn"  # Scanned.error of a torn tail
@@ -456,7 +457,7 @@ def _uniform_envelopes(data: bytes, ats: list[int], lengths: list[int]) -> list[
         return None
     envelopes = list(map(data.__getitem__, map(slice, starts, map(add, starts, repeat(size)))))
     digests = list(map(itemgetter(slice(end + 2, size)), envelopes))
-    header_digests = map(data.__getitem__, map(slice, map(add, ats, repeat(8)), starts))  # HEADER: 4s I 16s
+    header_digests = map(data.__getitem__, map(slice, map(add, ats, repeat(HEADER_DIGEST_AT)), starts))
     if not all(map(bytes.startswith, digests, header_digests)):
         return None
     if hashing.digests(map(itemgetter(slice(start, end)), envelopes)) != digests:
