@@ -1,6 +1,7 @@
-"""`records.read_run_envelopes`, the read a partner's catch-up batch takes: records of one
-length are checked column by column (`_uniform_envelopes`); whatever is damaged, the
-answer is the record-by-record pass's, which names each unsound record."""
+"""`records.read_run_envelopes` (a partner's catch-up batch) and `records.read_run` (a
+reader's page): records of one length are checked column by column (`_uniform_envelopes`);
+whatever is damaged, the answer is the record-by-record pass's, which names each unsound
+record."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def test_records_of_one_length_are_read_by_columns() -> None:
     data, ats, lengths = _blob(40)
     assert len(set(lengths)) == 1
     columns = records._uniform_envelopes(data, ats, lengths)
-    assert columns is not None and (columns, []) == _reference(data, ats, lengths)
+    assert columns is not None and (columns[0], []) == _reference(data, ats, lengths)
+    assert records.read_run(data, ats, lengths) == _reference(data, ats, lengths, records.read_run)
 
 
 @settings(max_examples=300, deadline=None)
@@ -42,13 +44,15 @@ def test_damage_gets_the_record_by_record_answer(data_strategy: st.DataObject) -
     assert records.read_run_envelopes(blob, ats, lengths) == expected
     record = max(i for i, start in enumerate(ats) if start <= at)
     assert expected[1] == [record], f"the flip at {at} is in record {record}"
+    assert records.read_run(blob, ats, lengths) == _reference(blob, ats, lengths, records.read_run)
 
 
-def _reference(blob: bytes, ats: list[int], lengths: list[int]):
+def _reference(blob: bytes, ats: list[int], lengths: list[int], reader=None):
+    """What `reader` (read_run_envelopes) answers record by record, without the columns."""
     saved = records._uniform_envelopes
     records._uniform_envelopes = lambda *_: None
     try:
-        return records.read_run_envelopes(blob, ats, lengths)
+        return (reader or records.read_run_envelopes)(blob, ats, lengths)
     finally:
         records._uniform_envelopes = saved
 
