@@ -13,6 +13,7 @@ from meshstream.clocks import VersionVector
 from meshstream.envelope import Event
 from meshstream.errors import CorruptRecord
 from meshstream.store.api import AppendResult
+from meshstream.store import records
 from meshstream.store.memory import MemoryStore
 from meshstream.store.records import HEADER_BYTES
 from meshstream.store.segment import SegmentStore
@@ -181,3 +182,46 @@ def test_verify_reports_torn_tail_as_clean(tmp_path):
     out = io.StringIO()
     assert run_verify(str(directory), True, out) == 0
     assert json.loads(out.getvalue())["torn_tail"]["segment"] == "00000001.seg"
+
+
+def _uniform_chain(count: int) -> list[Event]:
+    """Events whose records are all one length: fixed keys and data, counters 100 on
+    (every counter and context entry a two-byte CBOR head)."""
+    vector, events = VersionVector({"n1": 99}), []
+    for number in range(count):
+        following, dot = vector.increment("n1")
+        events.append(Event.sequence("s", b"key-%04d" % number, bytes([number]) * 150, {}, dot, vector))
+        vector = following
+    return events
+
+
+def test_scrub_by_columns_passes_sound_records_and_names_a_flipped_one(tmp_path, monkeypatch):
+    """A scrub slice of records all of one length is checked by columns
+    (`records.all_sound`); a flipped byte anywhere sends it record by record, which names
+    the damaged record and no other."""
+    columns = []
+    all_sound = records.all_sound
+    monkeypatch.setattr(records, "all_sound", lambda *args: columns.append(all_sound(*args)) or columns[-1])
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    for trial in range(8):
+        directory = tmp_path / f"d{trial}"
+        store = SegmentStore.open(str(directory))
+        events = _uniform_chain(EVENTS)
+        store.append_batch(events)
+        store.close()
+        assert len({len(e.envelope) for e in events}) == 1
+        offsets = record_offsets(events)
+        victim = rng.randrange(1, EVENTS - 1)
+        at = offsets[victim] + rng.randrange(HEADER_BYTES + len(events[victim].envelope))
+        if trial:
+            flip(directory / "00000001.seg", at)
+        store = SegmentStore.open(str(directory))
+        columns.clear()
+        while store.scrub(EVENTS):
+            pass
+        found = [error.offset for error in store.corrupt_records()]
+        context = f"seed={seed} trial={trial} victim={victim} at={at}"
+        assert found == ([offsets[victim]] if trial else []), context
+        assert columns and columns[0] is (trial == 0), context
+        store.close()

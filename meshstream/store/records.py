@@ -450,6 +450,13 @@ def read_run_envelopes(data: bytes, ats: list[int], lengths: list[int]) -> tuple
     return result, bad
 
 
+def all_sound(data: bytes, ats: list[int], lengths: list[int]) -> bool:
+    """True when the records at data[at:at + length] are all the usual event record, of
+    one length, and sound (a scrub's slice, checked by columns); False says nothing about
+    which are not (ask `check_record`)."""
+    return _uniform_envelopes(data, ats, lengths) is not None
+
+
 def _uniform_envelopes(data: bytes, ats: list[int], lengths: list[int]) -> tuple[list[bytes], int, int] | None:
     """(envelopes, body start, body end) of records that are all the usual one, all of
     one length and all sound: each check and slice is one pass over the records in C
