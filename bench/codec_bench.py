@@ -16,6 +16,8 @@ import cbor2
 
 from meshstream.clocks import Dot, VersionVector
 from meshstream.envelope import Event, decode_event
+from meshstream.wire import run_template
+from meshstream.wire.envelope_batch import decode_run
 from meshstream.wire.framing import NEED_DATA, FrameDecoder, FrameEncoder
 from meshstream.wire.mac import FrameMac, derive_cluster_key
 from meshstream.wire.messages import Hello, StatusReply
@@ -117,10 +119,30 @@ def frame_figures(number: int) -> None:
          best_us(lambda: decode_all(keyed_decoder, next(chunks)), number // 50) / 100, "+1.2 us keyed BLAKE3")
 
 
+def run_figures(number: int) -> None:
+    """A catch-up batch: 2,048 events of one writer (`Event.seal_run`) as `decode_run`
+    reads it on arrival (the run template, its envelopes laid out alike read column by
+    column), and with the template reading envelope by envelope; figures per event."""
+    count = 2048
+    items = [(b"%032x" % index, b"x" * 200, ()) for index in range(count)]
+    events = Event.seal_run("catchup", "n1", 100_000, VersionVector({"n1": 100_000, "n2": 5}), items)
+    envelopes = [event.envelope for event in events]
+    repeats = max(number // 2000, 2)
+    print(f"run: {count} envelopes of {len(envelopes[0])} bytes")
+    line("decode_run of a run, per event", best_us(lambda: decode_run(envelopes), repeats) / count, "-")
+    saved = run_template._uniform_columns
+    run_template._uniform_columns = lambda *_: None
+    try:
+        line("  the same, envelope by envelope", best_us(lambda: decode_run(envelopes), repeats) / count, "-")
+    finally:
+        run_template._uniform_columns = saved
+
+
 def main() -> None:
     number = 2_000 if "--quick" in sys.argv else 20_000
     envelope_figures(number)
     frame_figures(number)
+    run_figures(number)
 
 
 if __name__ == "__main__":
