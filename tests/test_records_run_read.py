@@ -62,3 +62,11 @@ def test_short_data_and_odd_lengths_are_left_to_the_record_by_record_pass() -> N
     assert records._uniform_envelopes(data[:-1], ats, lengths) is None
     assert records._uniform_envelopes(data, ats, [lengths[0]] * 4 + [lengths[0] + 1]) is None
     assert records._uniform_envelopes(data, [], []) is None
+
+
+def test_an_entry_shorter_than_a_header_is_unsound_not_an_exception() -> None:
+    data, ats, lengths = _blob(3)
+    for reader in (records.read_run, records.read_run_envelopes):
+        loaded, bad = reader(data, ats, [lengths[0], records.HEADER_BYTES - 2, lengths[2]])
+        assert bad == [1] and loaded[1] == "bad record header", reader.__name__
+    assert records.read_event(data, -1, lengths[0]) == "bad record header"

@@ -294,7 +294,7 @@ def read_event(data: bytes, at: int, length: int) -> Event | str:
     The read path: one hash of the envelope body (it covers every byte, see the module
     docstring), then one plain decode of the same body bytes.
     """
-    if len(data) < at + length:
+    if length < HEADER_BYTES or at < 0 or len(data) < at + length:  # an index entry too short for a header
         return "bad record header"
     magic, size, header_digest = _unpack_header(data, at)
     if size != length - HEADER_BYTES:
